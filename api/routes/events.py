@@ -1,0 +1,96 @@
+"""POST /api/events: the one door producers use to put events into Kafka."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import ORJSONResponse
+from pydantic import BaseModel
+from ulid import ULID
+
+from api.deps import ProducerDep, SettingsDep, require_producer_key
+from api.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
+from api.producer import ProducerUnavailable
+from schemas.events import INBOUND_TYPES, EventDecodeError, validate_event
+
+router = APIRouter(prefix="/api", tags=["events"])
+
+
+class Accepted(BaseModel):
+    accepted: int
+    event_ids: list[str]
+
+
+async def read_body_capped(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it grows past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=Accepted,
+    dependencies=[Depends(require_producer_key)],
+    responses={
+        401: {"description": "Missing or wrong X-API-Key"},
+        413: {"description": "Body or batch over the limit"},
+        422: {"description": "At least one event is invalid; nothing was produced"},
+        503: {"description": "Kafka unavailable; nothing was accepted"},
+    },
+)
+async def post_events(request: Request, settings: SettingsDep, producer: ProducerDep) -> Any:
+    """Validate one event or a JSON array of events and produce them to Kafka, all or none."""
+    body = await read_body_capped(request, settings.api_max_body_bytes)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        EVENTS_REJECTED.labels("malformed").inc()
+        raise HTTPException(422, [{"index": None, "field": "body", "reason": f"not valid JSON: {exc}"}])
+    items = payload if isinstance(payload, list) else [payload]
+    if not items:
+        raise HTTPException(422, [{"index": None, "field": "body", "reason": "empty batch"}])
+    if len(items) > settings.api_max_batch:
+        raise HTTPException(
+            413, f"batch of {len(items)} events exceeds the limit of {settings.api_max_batch}"
+        )
+    events, errors = [], []
+    for index, obj in enumerate(items):
+        try:
+            event = validate_event(obj, allowed=INBOUND_TYPES)
+        except EventDecodeError as exc:
+            errors.extend({"index": index, **err} for err in exc.errors)
+            EVENTS_REJECTED.labels(obj.get("type", "?") if isinstance(obj, dict) else "?").inc()
+            continue
+        if len(orjson.dumps(obj)) > settings.max_event_bytes:
+            errors.append(
+                {"index": index, "field": "", "reason": f"event over the limit of {settings.max_event_bytes} bytes"}
+            )
+            continue
+        events.append(event)
+    if errors:
+        raise HTTPException(422, errors)
+    now = time.time()
+    for event in events:
+        if event.event_id is None:
+            event.event_id = str(ULID())
+        if event.ts is None:
+            event.ts = now
+    try:
+        await producer.send_events(events)
+    except ProducerUnavailable as exc:
+        raise HTTPException(503, f"Kafka unavailable, nothing accepted: {exc}", headers={"Retry-After": "5"})
+    for event in events:
+        EVENTS_ACCEPTED.labels(event.type).inc()
+    return ORJSONResponse({"accepted": len(events), "event_ids": [e.event_id for e in events]}, 202)

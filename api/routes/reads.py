@@ -1,0 +1,104 @@
+"""Read endpoints over the Redis read model: one key read per request."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi.responses import ORJSONResponse
+
+from api.deps import KeysDep, RedisDep, require_read_key
+from schemas.events import ID_PATTERN, MAX_ID_LENGTH
+
+router = APIRouter(prefix="/api", tags=["read model"], dependencies=[Depends(require_read_key)])
+
+IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+LabelPath = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+async def _read(coro: Any) -> Any:
+    try:
+        return await coro
+    except HTTPException:
+        raise
+    except Exception as exc:  # redis errors of any kind: the read model is unavailable
+        raise HTTPException(503, f"read model unavailable: {type(exc).__name__}") from exc
+
+
+def _decode_hash(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        text = v.decode()
+        try:
+            out[k.decode()] = orjson.loads(text) if text[:1] in "-0123456789[{" else text
+        except orjson.JSONDecodeError:
+            out[k.decode()] = text
+    return out
+
+
+@router.get("/items/{item_id}")
+async def get_item(item_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
+    """An item as last scraped or published."""
+    doc = await _read(redis.get(keys.item(item_id)))
+    if doc is None:
+        raise HTTPException(404, f"unknown item {item_id!r}")
+    return ORJSONResponse(orjson.loads(doc))
+
+
+@router.get("/popular")
+async def get_popular(
+    redis: RedisDep, keys: KeysDep, k: Annotated[int, Query(ge=1, le=100)] = 10
+) -> ORJSONResponse:
+    """The most positively received items that can still be served."""
+    doc = await _read(redis.get(keys.popular_list))
+    data = orjson.loads(doc) if doc else {"items": [], "updated_at": None}
+    return ORJSONResponse({"items": data["items"][:k], "updated_at": data["updated_at"]})
+
+
+@router.get("/users/{user_id}/counts")
+async def get_user_counts(user_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
+    """A user's interaction counts by action and declared interests."""
+    raw = await _read(redis.hgetall(keys.user_counts(user_id)))
+    if not raw:
+        raise HTTPException(404, f"unknown user {user_id!r}")
+    fields = _decode_hash(raw)
+    interests = {k[5:]: v for k, v in fields.items() if k.startswith("pref:")}
+    counts = {k: v for k, v in fields.items() if not k.startswith("pref:") and k != "last_ts"}
+    return ORJSONResponse(
+        {"user_id": user_id, "counts": counts, "interests": interests, "last_ts": fields.get("last_ts")}
+    )
+
+
+@router.get("/strategies/{domain}/stats")
+async def get_strategy_stats(domain: LabelPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
+    """Attempt, success and error counters of every strategy tried on a domain."""
+    raw = await _read(redis.hgetall(keys.strategy(domain)))
+    if not raw:
+        raise HTTPException(404, f"no scrape attempts seen for domain {domain!r}")
+    strategies: dict[str, dict[str, Any]] = {}
+    for field, value in _decode_hash(raw).items():
+        strategy, _, counter = field.partition(":")
+        strategies.setdefault(strategy, {})[counter] = value
+    for stats in strategies.values():
+        attempts = stats.get("attempts", 0)
+        stats["success_rate"] = stats.get("successes", 0) / attempts if attempts else None
+    return ORJSONResponse({"domain": domain, "strategies": strategies})
+
+
+@router.get("/bids/{bid_id}")
+async def get_bid(bid_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
+    """A bid and, once it has landed, its outcome."""
+    raw = await _read(redis.hgetall(keys.bid(bid_id)))
+    if not raw:
+        raise HTTPException(404, f"unknown bid {bid_id!r}")
+    fields = _decode_hash(raw)
+    won = fields.get("won")
+    return ORJSONResponse(
+        {
+            "bid_id": bid_id,
+            "bid": fields.get("bid"),
+            "placed_at": fields.get("placed_at"),
+            "outcome": None if won is None else {"won": bool(won), "at": fields.get("outcome_at")},
+        }
+    )

@@ -1,0 +1,145 @@
+"""``eddy``: one command line for running, feeding and inspecting Eddy.
+
+``eddy up`` runs the whole embedded stack on this machine; ``eddy worker`` and ``eddy api``
+run one part each (as in production); ``eddy simulate`` streams a demo workload into the
+API; ``eddy topics`` declares the Kafka topics; ``eddy schemas`` exports the event
+contracts as JSON Schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from schemas.settings import Settings, get_settings
+
+cli = typer.Typer(
+    name="eddy",
+    help="Eddy: a real-time recommender that learns from every event.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command()
+def worker() -> None:
+    """Run one stream worker: consume the topics, learn, write the read model to Redis.
+
+    Start as many as you like with the same EDDY_CONSUMER_GROUP; partitions are shared
+    among them.
+    """
+    import faust
+
+    from deploy.topics import ensure_topics
+    from streams.app import create_app
+
+    settings = get_settings()
+    _logging(settings)
+    ensure_topics(settings)
+    app = create_app(settings)
+    faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+@cli.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Run the HTTP API (FastAPI under uvicorn)."""
+    import uvicorn
+
+    settings = get_settings()
+    _logging(settings)
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+@cli.command()
+def simulate(
+    api_url: Annotated[str, typer.Option("--api", help="Base URL of the Eddy API.")] = "http://127.0.0.1:8000",
+    rate: Annotated[float, typer.Option(help="Events per second (0 = as fast as the API takes them).")] = 200.0,
+    batch: Annotated[int, typer.Option(help="Events per POST.")] = 100,
+    limit: Annotated[int, typer.Option(help="Stop after this many events (0 = never).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated world.")] = 7,
+    api_key: Annotated[str | None, typer.Option(envvar="EDDY_PRODUCER_API_KEY", help="X-API-Key.")] = None,
+) -> None:
+    """Stream a simulated workload (users, items, scrapers, bids) into the API."""
+    from deploy.feeder import feed
+
+    feed(api_url, rate=rate, batch=batch, limit=limit, seed=seed, api_key=api_key, console=console)
+
+
+@cli.command()
+def topics() -> None:
+    """Create every Eddy topic that does not exist yet, with its partition count."""
+    from deploy.topics import ensure_topics
+
+    settings = get_settings()
+    created = ensure_topics(settings)
+    console.print(f"created: {', '.join(created) or 'nothing (all topics exist)'}")
+
+
+@cli.command()
+def schemas(
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Export the event contracts as one JSON Schema document."""
+    from schemas.jsonschema import render_json_schema
+
+    text = render_json_schema()
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}")
+
+
+@cli.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Run the demo producer.")] = True,
+    rate: Annotated[float, typer.Option(help="Demo events per second.")] = 200.0,
+    api_port: Annotated[int, typer.Option(help="API port (0 = any free port).")] = 8000,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0 = until Ctrl-C).")] = 0.0,
+    workdir: Annotated[Path, typer.Option(help="Logs and Redis data go here.")] = Path(".eddy"),
+) -> None:
+    """Run everything on this machine: broker, Redis, worker, API and a demo producer.
+
+    No Docker needed. Ctrl-C stops every process it started.
+    """
+    from deploy.embedded import run_stack
+
+    code = run_stack(
+        demo=demo, rate=rate, api_port=api_port, duration=duration, workdir=workdir, console=console
+    )
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The Redis key layout of the read model. The worker writes these keys, the API reads them.
+
+Every key starts with the configurable prefix (``eddy:`` by default). Values are JSON
+(orjson) unless noted; one GET answers one API request on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Builds every Redis key from one prefix, so two deployments can share a Redis."""
+
+    prefix: str = "eddy:"
+
+    def item(self, item_id: str) -> str:
+        """JSON: the latest version of an item, for rendering."""
+        return f"{self.prefix}item:{item_id}"
+
+    def item_stats(self, item_id: str) -> str:
+        """Hash: interaction counts of an item by action."""
+        return f"{self.prefix}itemstats:{item_id}"
+
+    def recs(self, user_id: str) -> str:
+        """JSON: the ready-to-serve top-K of a user."""
+        return f"{self.prefix}recs:{user_id}"
+
+    def profile(self, user_id: str) -> str:
+        """JSON: what Eddy knows of a user's tastes, for the profile page."""
+        return f"{self.prefix}profile:{user_id}"
+
+    def user_counts(self, user_id: str) -> str:
+        """Hash: a user's interaction counts by action (and declared interests as ``pref:*``)."""
+        return f"{self.prefix}usercounts:{user_id}"
+
+    @property
+    def popular(self) -> str:
+        """Sorted set: item -> count of positive interactions (cold-start fallback)."""
+        return f"{self.prefix}popular"
+
+    @property
+    def popular_list(self) -> str:
+        """JSON: the ready-to-serve popular top-K."""
+        return f"{self.prefix}popular:list"
+
+    def strategy(self, domain: str) -> str:
+        """Hash: per-strategy attempt/success counters of a domain."""
+        return f"{self.prefix}strategy:{domain}"
+
+    def bid(self, bid_id: str) -> str:
+        """JSON: a bid, its score and later its outcome."""
+        return f"{self.prefix}bid:{bid_id}"
+
+    def seen(self, event_id: str) -> str:
+        """String with a TTL: this event's effect has been applied."""
+        return f"{self.prefix}seen:{event_id}"
+
+    @property
+    def models(self) -> str:
+        """JSON: the models that serve and their versions."""
+        return f"{self.prefix}models"
+
+    @property
+    def stats(self) -> str:
+        """Hash: worker counters (events processed, dead letters, duplicates) by topic."""
+        return f"{self.prefix}stats"
+
+    @property
+    def workers(self) -> str:
+        """Hash: worker (host:pid) -> JSON of its partition count and when it was assigned."""
+        return f"{self.prefix}workers"
+
+    def pattern(self) -> str:
+        return f"{self.prefix}*"

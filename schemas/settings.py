@@ -1,0 +1,86 @@
+"""One typed settings object for every part of Eddy.
+
+Every value is read from the environment with the ``EDDY_`` prefix (``EDDY_KAFKA_BOOTSTRAP``,
+``EDDY_REDIS_URL``, ...) or from a ``.env`` file; the defaults below are the only defaults.
+Nothing else in the code base hard-codes a broker or Redis address.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Eddy's configuration; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDDY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated host:port."
+    )
+    topic_prefix: str = Field("", description="Prefix for every topic name (multi-tenant clusters).")
+    partitions: int = Field(8, ge=1, le=1024, description="Partitions of every Eddy topic.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor used when Eddy creates topics.")
+    consumer_group: str = Field("eddy-worker", description="Faust app id = Kafka consumer group of the workers.")
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="Consumer session timeout; a join waits about half of it on Tansu."
+    )
+    rebalance_timeout_s: float = Field(10.0, gt=0, description="Consumer rebalance timeout.")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
+
+    # --- Redis -------------------------------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL of the read model.")
+    redis_prefix: str = Field("eddy:", description="Prefix of every Redis key Eddy writes.")
+    dedupe_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long an event_id is remembered to drop repeats."
+    )
+
+    # --- Worker ------------------------------------------------------------------------
+    batch_max: int = Field(500, ge=1, le=100_000, description="Events a worker agent takes per batch.")
+    batch_within_s: float = Field(0.02, gt=0, description="Longest wait for a batch to fill.")
+    max_event_bytes: int = Field(
+        65_536, ge=256, description="Largest accepted encoded event; larger ones are dead-lettered."
+    )
+    popular_k: int = Field(100, ge=1, le=10_000, description="Length of the cold-start popular list.")
+    popularity_half_life_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="Half-life of the recency-decayed popularity."
+    )
+    worker_web_port: int = Field(0, ge=0, le=65535, description="Faust's own web port (0 = off).")
+    worker_metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Port of the worker's Prometheus /metrics (0 = off)."
+    )
+    worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics bind to.")
+    log_level: str = Field("info", description="Log level of the worker and the API.")
+
+    # --- API ---------------------------------------------------------------------------
+    api_max_batch: int = Field(1000, ge=1, le=100_000, description="Most events one POST /api/events takes.")
+    api_max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest accepted request body; larger gets 413."
+    )
+    producer_api_key: SecretStr | None = Field(
+        None, description="When set, producing (POST /api/events) needs header X-API-Key with it."
+    )
+    admin_api_key: SecretStr | None = Field(None, description="When set, admin endpoints need it.")
+    read_api_key: SecretStr | None = Field(None, description="When set, read endpoints need it too.")
+    produce_timeout_s: float = Field(10.0, gt=0, description="How long the API waits for Kafka acks.")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+    @property
+    def faust_broker(self) -> str:
+        return ";".join(f"kafka://{s}" for s in self.bootstrap_servers)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

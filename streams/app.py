@@ -1,0 +1,149 @@
+"""Builds the Faust app: the consumer group, its topics and one agent per inbound topic.
+
+Everything is built inside :func:`create_app` from a :class:`Settings`, so tests and the
+embedded stack can run several isolated workers without touching module state. The
+worker entry point is ``eddy worker`` (see ``deploy/cli.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import mode
+import orjson
+import redis.asyncio as aioredis
+from prometheus_client import start_http_server
+
+from schemas.keys import Keys
+from schemas.settings import Settings
+from schemas.topics import DEAD_LETTERS, TopicSpec
+from streams import metrics
+from streams.pipeline import DeadLetter, EffectFn, apply_batch, decode_batch, with_redis_retry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    """What every agent shares: settings, key layout, the Redis client, the dead-letter topic."""
+
+    app: faust.App
+    settings: Settings
+    keys: Keys
+    redis: Any
+    dead_letters_topic: faust.TopicT
+
+    def topic(self, spec: TopicSpec) -> faust.TopicT:
+        return self.app.topic(
+            spec.full_name(self.settings),
+            partitions=self.settings.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+    async def dead_letter(self, letters: list[DeadLetter]) -> None:
+        """Send dead letters and wait for the broker's ack before the batch is acked."""
+        futures = []
+        for letter in letters:
+            log.warning(
+                "dead letter from %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset,
+                letter.reason,
+            )
+            futures.append(await self.dead_letters_topic.send(key=letter.key, value=letter.encode()))
+        for fut in futures:
+            await fut
+
+    def consume(self, spec: TopicSpec, effect: EffectFn, *, name: str) -> None:
+        """Declare an agent that applies ``effect`` to every valid event of ``spec``'s topic."""
+        allowed = frozenset(spec.types)
+        settings = self.settings
+        topic_name = spec.full_name(settings)
+
+        async def agent(stream: faust.StreamT) -> None:
+            async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+                with metrics.BATCH_SECONDS.labels(topic_name).time():
+                    await self.handle(batch, allowed, effect, topic_name)
+
+        agent.__name__ = agent.__qualname__ = name
+        self.app.agent(
+            self.topic(spec),
+            name=name,
+            concurrency=1,  # faust-streaming #606: >1 loses messages past offset gaps
+            supervisor_strategy=mode.CrashingSupervisor,
+        )(agent)
+
+    async def handle(
+        self, batch: list[faust.EventT], allowed: frozenset[str], effect: EffectFn, topic_name: str
+    ) -> None:
+        records = [ev.message for ev in batch]
+        decoded = decode_batch(records, allowed_types=allowed, max_bytes=self.settings.max_event_bytes)
+        if decoded.dead:
+            await self.dead_letter(decoded.dead)
+        result = await apply_batch(
+            self.redis,
+            self.keys,
+            [event for event, _ in decoded.events],
+            effect,
+            topic=topic_name,
+            dedupe_ttl_s=self.settings.dedupe_ttl_s,
+        )
+        metrics.RECORDS.labels(topic_name).inc(len(records))
+        metrics.APPLIED.labels(topic_name).inc(result.applied)
+        metrics.DUPLICATES.labels(topic_name).inc(result.duplicates)
+        metrics.DEAD_LETTERS.labels(topic_name).inc(len(decoded.dead))
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The worker's Faust app with every agent registered."""
+    from streams import bids, interactions, items, scraping
+
+    app = faust.App(
+        settings.consumer_group,
+        broker=settings.faust_broker,
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        web_enabled=settings.worker_web_port > 0,
+        web_port=settings.worker_web_port or 6066,
+        web_bind="127.0.0.1",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+    )
+    ctx = WorkerContext(
+        app=app,
+        settings=settings,
+        keys=Keys(settings.redis_prefix),
+        redis=aioredis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30),
+        dead_letters_topic=None,  # type: ignore[arg-type]
+    )
+    ctx.dead_letters_topic = ctx.topic(DEAD_LETTERS)
+    for module in (items, interactions, scraping, bids):
+        module.register(ctx)
+
+    @app.on_partitions_assigned.connect
+    async def announce_assignment(app: faust.App, assigned: set, **kwargs: Any) -> None:
+        # Lets operators and tests see which worker owns how many partitions, and since when.
+        member = f"{socket.gethostname()}:{os.getpid()}"
+        doc = orjson.dumps({"partitions": len(assigned), "assigned_at": time.time()})
+        await with_redis_retry("announce", lambda: ctx.redis.hset(ctx.keys.workers, member, doc))
+
+    if settings.worker_metrics_port:
+
+        @app.task
+        async def serve_metrics() -> None:
+            start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+
+    return app

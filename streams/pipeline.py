@@ -1,0 +1,196 @@
+"""The path every consumed record takes: decode once, dead-letter or dedupe, apply, commit.
+
+Agents take records in batches (``stream.take_events``, which acks a batch only after the
+code below has finished with it), so Faust's per-message cost is paid once per batch and
+Redis is written with one round trip per batch.
+
+Idempotence: an event's effects and its ``seen`` marker are written in one Redis
+MULTI/EXEC transaction, after checking which markers already exist. A crash before EXEC
+leaves nothing, so redelivery applies the event; a crash after EXEC leaves the marker, so
+redelivery skips it. Repeats of one event_id inside a batch are applied once. The same
+``event_id`` always maps to the same partition (same key), which has one consumer at a
+time, so two workers never race on one marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from schemas.events import Event, EventDecodeError, decode_event
+from schemas.keys import Keys
+
+log = logging.getLogger(__name__)
+
+REDIS_RETRY_MAX_S = 30.0
+
+
+class Record(Protocol):
+    """What the pipeline needs of a Kafka record (a Faust ``Message`` has all of it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An input that could not be used, with enough context to find and replay it."""
+
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    raw: bytes | None
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        raw = self.raw or b""
+        return orjson.dumps(
+            {
+                "reason": self.reason,
+                "errors": self.errors,
+                "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
+                "key": None if self.key is None else self.key.decode("utf-8", "replace"),
+                "raw_base64": base64.b64encode(raw).decode("ascii"),
+                "raw_preview": raw[:512].decode("utf-8", "replace"),
+                "raw_bytes": len(raw),
+                "dead_lettered_at": time.time(),
+            }
+        )
+
+
+@dataclass
+class Decoded:
+    """A batch split into usable events (with their records) and dead letters."""
+
+    events: list[tuple[Event, Record]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def decode_batch(
+    records: Sequence[Record], *, allowed_types: frozenset[str], max_bytes: int
+) -> Decoded:
+    """Decode and validate each record once; fill event_id and ts from the record if absent."""
+    out = Decoded()
+    for rec in records:
+        try:
+            event = decode_event(rec.value, max_bytes=max_bytes)
+        except EventDecodeError as exc:
+            out.dead.append(
+                DeadLetter(exc.reason, rec.topic, rec.partition, rec.offset, rec.key, rec.value, exc.errors)
+            )
+            continue
+        if event.type not in allowed_types:
+            reason = f"event type {event.type!r} does not belong on topic {rec.topic!r}"
+            out.dead.append(
+                DeadLetter(reason, rec.topic, rec.partition, rec.offset, rec.key, rec.value,
+                           [{"field": "type", "reason": reason}])
+            )
+            continue
+        if event.event_id is None:
+            # Deterministic, so a redelivered record dedupes against itself.
+            event.event_id = f"{rec.topic}:{rec.partition}:{rec.offset}"
+        if event.ts is None:
+            event.ts = float(rec.timestamp) if rec.timestamp else time.time()
+        out.events.append((event, rec))
+    return out
+
+
+class Effects(Protocol):
+    """The subset of a redis pipeline an effect function may call (all queued, not run)."""
+
+    def set(self, name: str, value: Any, *args: Any, **kwargs: Any) -> Any: ...
+    def delete(self, *names: str) -> Any: ...
+    def hset(self, name: str, key: Any = None, value: Any = None, mapping: Any = None) -> Any: ...
+    def hincrby(self, name: str, key: str, amount: int = 1) -> Any: ...
+    def hincrbyfloat(self, name: str, key: str, amount: float = 1.0) -> Any: ...
+    def zincrby(self, name: str, amount: float, value: str) -> Any: ...
+    def zrem(self, name: str, *values: str) -> Any: ...
+
+
+#: Queues the Redis writes of one event on a MULTI pipeline.
+EffectFn = Callable[[Effects, Event, Keys], None]
+
+
+async def with_redis_retry(what: str, op: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a Redis operation, retrying with capped exponential backoff while Redis is away.
+
+    The agent waits here instead of crashing, so it resumes where it stopped once Redis is
+    back; its offsets are not committed meanwhile, so nothing is lost.
+    """
+    delay = 0.1
+    while True:
+        try:
+            return await op()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("Redis unavailable during %s (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REDIS_RETRY_MAX_S)
+
+
+@dataclass
+class BatchResult:
+    applied: int = 0
+    duplicates: int = 0
+    dead: int = 0
+
+
+async def apply_batch(
+    redis: Any,
+    keys: Keys,
+    events: Sequence[Event],
+    effect: EffectFn,
+    *,
+    topic: str,
+    dedupe_ttl_s: int,
+    dead: int = 0,
+) -> BatchResult:
+    """Apply each new event's effects and its seen-marker in one transaction."""
+    result = BatchResult(dead=dead)
+    fresh: list[Event] = []
+    if events:
+        ids = [e.event_id for e in events]
+
+        async def check() -> list[int]:
+            pipe = redis.pipeline(transaction=False)
+            for event_id in ids:
+                pipe.exists(keys.seen(event_id))
+            return await pipe.execute()
+
+        exists = await with_redis_retry("dedupe check", check)
+        batch_ids: set[str] = set()
+        for event, seen in zip(events, exists):
+            if seen or event.event_id in batch_ids:
+                result.duplicates += 1
+                continue
+            batch_ids.add(event.event_id)
+            fresh.append(event)
+
+    async def write() -> None:
+        pipe = redis.pipeline(transaction=True)
+        for event in fresh:
+            effect(pipe, event, keys)
+            pipe.set(keys.seen(event.event_id), 1, ex=dedupe_ttl_s)
+        if fresh:
+            # Counted in the same transaction as the effects, so it is exact under redelivery.
+            pipe.hincrby(keys.stats, f"applied:{topic}", len(fresh))
+            await pipe.execute()
+
+    if fresh:
+        await with_redis_retry("apply", write)
+    result.applied = len(fresh)
+    return result
