@@ -73,6 +73,9 @@ async def refresh_popular(redis, keys: Keys, k: int, now: float | None = None) -
         entries.append({"item_id": item_id, "score": score, "item": item})
         if len(entries) == k:
             break
+    current = await redis.get(keys.popular_list)
+    if current is not None and orjson.loads(current)["items"] == entries:
+        return len(entries)  # unchanged: leave it, so redelivery and idle timers write nothing
     await redis.set(keys.popular_list, orjson.dumps({"items": entries, "updated_at": now}))
     return len(entries)
 

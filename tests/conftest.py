@@ -66,6 +66,7 @@ class Stack:
         self.api_url: str | None = None
         ensure_topics(self.settings)
         self._producer: KafkaProducer | None = None
+        self.ends: dict[tuple[str, int], int] = {}
 
     @property
     def env(self) -> dict[str, str]:
@@ -120,9 +121,16 @@ class Stack:
 
     def produce(self, topic: str, values: list[bytes | None], keys: list[bytes | None] | None = None) -> None:
         keys = keys or [None] * len(values)
-        for key, value in zip(keys, values):
-            self.producer.send(self.topic(topic), key=key, value=value)
+        futures = [self.producer.send(self.topic(topic), key=key, value=value) for key, value in zip(keys, values)]
         self.producer.flush()
+        self.track(futures)
+
+    def track(self, futures: list) -> None:
+        """Remember the end offset of every partition written (Tansu's ListOffsets lags)."""
+        for fut in futures:
+            meta = fut.get(timeout=30)
+            tp = (meta.topic, meta.partition)
+            self.ends[tp] = max(self.ends.get(tp, 0), meta.offset + 1)
 
     def applied(self, topic: str) -> int:
         return int(self.redis.hget(self.keys.stats, f"applied:{self.topic(topic)}") or 0)
@@ -180,3 +188,25 @@ def stack(broker: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     s = Stack(broker, redis_url, tmp_path)
     yield s
     s.close()
+
+
+def wait_caught_up(stack: Stack, topics: list[str], timeout_s: float = 60.0) -> None:
+    """Block until the stack's group has committed past everything the stack produced."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    wanted = {tp: end for tp, end in stack.ends.items() if tp[0] in {stack.topic(t) for t in topics}}
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            group = stack.settings.consumer_group
+            committed = {
+                (tp.topic, tp.partition): meta.offset
+                for tp, meta in admin.list_group_offsets(group).get(group, {}).items()
+            }
+            if all(committed.get(tp, -1) >= end for tp, end in wanted.items()):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"consumer group did not catch up: {committed} < {wanted}")
+    finally:
+        admin.close()
