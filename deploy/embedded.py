@@ -87,8 +87,10 @@ def run_stack(
             children.start_eddy("simulate", ["simulate", "--api", api, "--rate", str(rate)], env)
         console.print(
             f"[bold]Eddy is up[/] in {time.monotonic() - started:.1f}s\n"
-            f"  API        {api}   (docs {api}/docs, readiness {api}/readyz)\n"
-            f"  metrics    {api}/metrics and http://127.0.0.1:{metrics_port}/metrics (worker)\n"
+            f"  API        {api}\n"
+            f"  docs       {api}/docs\n"
+            f"  readiness  {api}/readyz\n"
+            f"  metrics    {api}/metrics (API), http://127.0.0.1:{metrics_port}/metrics (worker)\n"
             f"  Kafka      127.0.0.1:{broker_port}   Redis redis://127.0.0.1:{redis_port}/0\n"
             f"  logs       {children.log_dir}/"
         )
@@ -108,6 +110,6 @@ def run_stack(
     except KeyboardInterrupt:
         return 0
     finally:
-        console.print("stopping every process Eddy started…")
+        console.print("\nstopping every process Eddy started…")
         children.stop()
         console.print("stopped.")

@@ -101,14 +101,16 @@ class Stack:
             time.sleep(0.1)
         raise TimeoutError(f"worker got no partitions within {wait_s}s")
 
-    def start_api(self, **env: str) -> str:
+    def start_api(self, *, need_redis: bool = True, **env: str) -> str:
+        """Start ``eddy api``; wait until /readyz reports Kafka (and Redis unless told not to)."""
         port = free_port()
         proc = self.children.start_eddy("api", ["api", "--port", str(port)], {**self.env, **env})
         wait_for_port(port, proc=proc)
         self.api_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if httpx.get(self.api_url + "/readyz").status_code == 200:
+            checks = httpx.get(self.api_url + "/readyz").json()["checks"]
+            if checks["kafka"] == "ok" and (checks["redis"] == "ok" or not need_redis):
                 return self.api_url
             time.sleep(0.1)
         raise TimeoutError("API not ready within 30s")

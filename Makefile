@@ -1,0 +1,40 @@
+# Every command the README uses. A fresh clone needs only Python 3.11 and make:
+# the first target that needs it creates .venv and installs Eddy with its test tools.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EDDY := $(VENV)/bin/eddy
+
+.PHONY: install run test unit integration bench schemas clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## Run Eddy on this machine: broker, Redis, worker, API and a demo producer (Ctrl-C stops all).
+run: install
+	$(EDDY) up
+
+## The whole test suite: unit tests, then integration tests on a real broker and Redis.
+test: install
+	$(PY) -m pytest
+
+unit: install
+	$(PY) -m pytest tests/unit
+
+integration: install
+	$(PY) -m pytest tests/integration
+
+## Benchmarks, each beside its baseline in the same run; figures go to docs/benchmarks.md.
+bench: install
+	$(PY) -m tests.benchmarks.run --write docs/benchmarks.md
+
+## Regenerate the committed JSON Schema of the events.
+schemas: install
+	$(EDDY) schemas --out schemas/events.schema.json
+
+clean:
+	rm -rf $(VENV) .eddy .pytest_cache build *.egg-info

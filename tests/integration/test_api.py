@@ -1,0 +1,164 @@
+"""The API against the real broker and Redis: every status path of producing and reading."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def api(stack: Stack) -> str:
+    return stack.start_api()
+
+
+def click(n: int, **extra: object) -> dict:
+    return {"type": "interaction", "user_id": f"u{n % 3}", "item_id": f"i{n}", "action": "click", **extra}
+
+
+def test_post_one_event_fills_id_and_ts_and_produces_it_keyed(stack: Stack, api: str) -> None:
+    before = time.time()
+    resp = httpx.post(api + "/api/events", json=click(1))
+    assert resp.status_code == 202
+    body = resp.json()
+    assert body["accepted"] == 1 and len(body["event_ids"]) == 1 and len(body["event_ids"][0]) == 26
+    (rec,) = stack.consume_all("interactions", expect=1)
+    doc = orjson.loads(rec.value)
+    assert rec.key == b"u1"
+    assert doc["event_id"] == body["event_ids"][0]
+    assert before <= doc["ts"] <= time.time()
+
+
+def test_post_batch_routes_each_type_to_its_topic(stack: Stack, api: str) -> None:
+    batch = [
+        click(1, event_id="mine-1"),
+        {"type": "item", "item_id": "i1", "title": "Open call", "tags": ["oil"]},
+        {"type": "scrape_attempt", "domain": "a.org", "strategy": "rss", "success": True},
+        {"type": "bid", "bid_id": "b1", "profile_id": "p1"},
+        {"type": "bid_outcome", "bid_id": "b1", "won": False},
+    ]
+    resp = httpx.post(api + "/api/events", json=batch)
+    assert resp.status_code == 202
+    assert resp.json()["accepted"] == 5
+    assert resp.json()["event_ids"][0] == "mine-1"
+    assert [r.key for r in stack.consume_all("items", expect=1)] == [b"i1"]
+    assert [r.key for r in stack.consume_all("scrape-attempts", expect=1)] == [b"a.org"]
+    assert sorted(r.key for r in stack.consume_all("bids", expect=2)) == [b"b1", b"b1"]
+
+
+def test_a_batch_with_bad_events_is_refused_whole(stack: Stack, api: str) -> None:
+    batch = [
+        click(0),
+        {"type": "interaction", "user_id": "u", "item_id": "i", "action": "stare"},
+        click(2),
+        {"type": "scrape_attempt", "domain": "a.org", "strategy": "rss", "success": True, "latency_ms": -1},
+        {"type": "strategy_switch", "domain": "a.org", "to_strategy": "x", "reason": "r", "decision_id": "d"},
+    ]
+    resp = httpx.post(api + "/api/events", json=batch)
+    assert resp.status_code == 422
+    assert resp.json() == {
+        "detail": [
+            {"index": 1, "field": "action", "reason": "Input should be 'impression', 'click', 'view', 'like', 'dislike', 'rate', 'save' or 'hide'"},
+            {"index": 3, "field": "latency_ms", "reason": "Input should be greater than or equal to 0"},
+            {"index": 4, "field": "type", "reason": "unknown event type 'strategy_switch'; expected one of bid, bid_outcome, interaction, item, preference, scrape_attempt, user_deleted"},
+        ]
+    }
+    assert stack.consume_all("interactions", idle_s=2) == []
+
+
+def test_not_json_and_empty_batches_get_422(api: str) -> None:
+    resp = httpx.post(api + "/api/events", content=b"{nope", headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["field"] == "body"
+    assert resp.json()["detail"][0]["reason"].startswith("not valid JSON")
+    resp = httpx.post(api + "/api/events", json=[])
+    assert resp.status_code == 422
+    assert resp.json() == {"detail": [{"index": None, "field": "body", "reason": "empty batch"}]}
+
+
+def test_oversized_bodies_and_batches_get_413(stack: Stack) -> None:
+    api = stack.start_api(EDDY_API_MAX_BODY_BYTES="4096", EDDY_API_MAX_BATCH="3")
+    resp = httpx.post(api + "/api/events", json=[click(n, pad="x" * 100) for n in range(100)])
+    assert resp.status_code == 413
+    assert resp.json() == {"detail": f"request body of {len(resp.request.content)} bytes exceeds the limit of 4096 bytes"}
+    resp = httpx.post(api + "/api/events", json=[click(n) for n in range(4)])
+    assert resp.status_code == 413
+    assert resp.json() == {"detail": "batch of 4 events exceeds the limit of 3"}
+
+
+def test_producing_needs_the_key_when_one_is_set(stack: Stack) -> None:
+    api = stack.start_api(EDDY_PRODUCER_API_KEY="s3cret")
+    resp = httpx.post(api + "/api/events", json=click(1))
+    assert resp.status_code == 401
+    assert resp.json() == {"detail": "missing X-API-Key header (producer key required)"}
+    resp = httpx.post(api + "/api/events", json=click(1), headers={"X-API-Key": "guess"})
+    assert resp.status_code == 401
+    assert resp.json() == {"detail": "invalid X-API-Key (producer key required)"}
+    assert "s3cret" not in resp.text
+    resp = httpx.post(api + "/api/events", json=click(1), headers={"X-API-Key": "s3cret"})
+    assert resp.status_code == 202
+    assert httpx.get(api + "/api/popular").status_code == 200  # reads stay open
+
+
+def test_health_readiness_metrics_and_docs(api: str) -> None:
+    assert httpx.get(api + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(api + "/readyz").json() == {"ready": True, "checks": {"redis": "ok", "kafka": "ok"}}
+    httpx.post(api + "/api/events", json=click(1))
+    metrics = httpx.get(api + "/metrics").text
+    assert 'eddy_api_events_accepted_total{type="interaction"} 1.0' in metrics
+    assert httpx.get(api + "/docs").status_code == 200
+    assert "/api/events" in httpx.get(api + "/openapi.json").json()["paths"]
+
+
+def test_readyz_names_redis_when_it_is_unreachable(stack: Stack) -> None:
+    api = stack.start_api(need_redis=False, EDDY_REDIS_URL="redis://127.0.0.1:1/0")
+    resp = httpx.get(api + "/readyz")
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["ready"] is False and body["checks"]["kafka"] == "ok"
+    assert body["checks"]["redis"].startswith("unreachable")
+
+
+def test_events_flow_end_to_end_into_the_read_model(stack: Stack, api: str) -> None:
+    stack.start_worker()
+    batch = [{"type": "item", "item_id": f"i{n}", "title": f"Residency {n}", "category": "painting"} for n in range(5)]
+    batch += [{"type": "interaction", "user_id": f"u{n}", "item_id": "i3", "action": "like"} for n in range(4)]
+    batch += [{"type": "interaction", "user_id": "u0", "item_id": "i1", "action": "click"}]
+    batch += [{"type": "preference", "user_id": "u0", "interests": {"painting": 1.0}}]
+    batch += [{"type": "scrape_attempt", "domain": "a.org", "strategy": "rss", "success": s} for s in (True, False, False)]
+    batch += [{"type": "bid", "bid_id": "b1", "profile_id": "p1", "amount": 50.0}, {"type": "bid_outcome", "bid_id": "b1", "won": True}]
+    assert httpx.post(api + "/api/events", json=batch).status_code == 202
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        popular = httpx.get(api + "/api/popular?k=2").json()["items"]
+        if len(popular) == 2:
+            break
+        time.sleep(0.1)
+    assert [(e["item_id"], e["score"]) for e in popular] == [("i3", 4.0), ("i1", 1.0)]
+    assert popular[0]["item"]["title"] == "Residency 3"
+    assert httpx.get(api + "/api/items/i2").json()["title"] == "Residency 2"
+    counts = httpx.get(api + "/api/users/u0/counts").json()
+    assert counts["counts"] == {"like": 1, "click": 1} and counts["interests"] == {"painting": 1.0}
+    stats = httpx.get(api + "/api/strategies/a.org/stats").json()["strategies"]["rss"]
+    assert (stats["attempts"], stats["successes"], stats["consecutive_failures"]) == (3, 1, 2)
+    assert stats["success_rate"] == pytest.approx(1 / 3)
+    bid = httpx.get(api + "/api/bids/b1").json()
+    assert bid["bid"]["amount"] == 50.0 and bid["outcome"]["won"] is True
+
+
+def test_reads_of_unknown_or_malformed_ids(api: str) -> None:
+    resp = httpx.get(api + "/api/items/nope")
+    assert resp.status_code == 404 and resp.json() == {"detail": "unknown item 'nope'"}
+    resp = httpx.get(api + "/api/items/bad%20id")
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["field"] == "item_id"
+    resp = httpx.get(api + "/api/popular?k=1000")
+    assert resp.status_code == 422
+    assert resp.json()["detail"] == [{"field": "k", "reason": "Input should be less than or equal to 100"}]

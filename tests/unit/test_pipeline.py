@@ -1,0 +1,92 @@
+"""Decoding batches and the Redis writes each event queues (against a spec'd fake pipeline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from unittest.mock import call, create_autospec
+
+import orjson
+from redis.asyncio.client import Pipeline
+
+from schemas.events import validate_event
+from schemas.keys import Keys
+from streams.bids import apply_bid_event
+from streams.interactions import apply_user_event, polarity
+from streams.items import apply_item
+from streams.pipeline import decode_batch
+from streams.scraping import apply_attempt
+
+K = Keys("t:")
+
+
+@dataclass
+class Rec:
+    value: bytes | None
+    offset: int = 0
+    topic: str = "interactions"
+    partition: int = 2
+    key: bytes | None = b"k"
+    timestamp: float = 1_700_000_000.0
+
+
+def test_decode_batch_fills_ids_and_separates_dead_letters() -> None:
+    recs = [
+        Rec(orjson.dumps({"type": "interaction", "user_id": "u", "item_id": "i", "action": "click"}), offset=5),
+        Rec(b"{", offset=6),
+        Rec(orjson.dumps({"type": "item", "item_id": "i"}), offset=7),
+        Rec(orjson.dumps({"type": "interaction", "event_id": "x", "ts": 5, "user_id": "u", "item_id": "i", "action": "like"}), offset=8),
+    ]
+    out = decode_batch(recs, allowed_types=frozenset({"interaction"}), max_bytes=1000)
+    assert [(e.event_id, e.ts) for e, _ in out.events] == [("interactions:2:5", 1_700_000_000.0), ("x", 5.0)]
+    assert [(d.offset, d.reason.split(":")[0]) for d in out.dead] == [(6, "not valid JSON"), (7, "event type 'item' does not belong on topic 'interactions'")]
+    letter = orjson.loads(out.dead[0].encode())
+    assert letter["source"] == {"topic": "interactions", "partition": 2, "offset": 6}
+    assert letter["raw_base64"] == "ew==" and letter["key"] == "k"
+
+
+def fake_pipe() -> Pipeline:
+    return create_autospec(Pipeline, instance=True, spec_set=True)
+
+
+def test_interaction_effects() -> None:
+    pipe = fake_pipe()
+    apply_user_event(pipe, validate_event({"type": "interaction", "ts": 9, "user_id": "u", "item_id": "i", "action": "rate", "value": 5}), K)
+    assert pipe.mock_calls == [
+        call.hincrby("t:usercounts:u", "rate", 1), call.hset("t:usercounts:u", "last_ts", 9.0),
+        call.hincrby("t:itemstats:i", "rate", 1), call.zincrby("t:popular", 1, "i"),
+    ]
+
+
+def test_polarity() -> None:
+    def p(action: str, value: float | None = None) -> int:
+        return polarity(validate_event({"type": "interaction", "user_id": "u", "item_id": "i", "action": action, "value": value}))
+    assert [p("click"), p("like"), p("save"), p("view"), p("impression"), p("dislike"), p("hide")] == [1, 1, 1, 1, 0, -1, -1]
+    assert [p("rate", 4), p("rate", 3), p("rate", 2)] == [1, 0, -1]
+
+
+def test_forget_me_deletes_the_users_keys() -> None:
+    pipe = fake_pipe()
+    apply_user_event(pipe, validate_event({"type": "user_deleted", "user_id": "u"}), K)
+    assert pipe.mock_calls == [call.delete("t:usercounts:u", "t:profile:u", "t:recs:u")]
+
+
+def test_retracted_item_leaves_catalogue_and_popular() -> None:
+    pipe = fake_pipe()
+    apply_item(pipe, validate_event({"type": "item", "item_id": "i", "retracted": True}), K)
+    assert pipe.mock_calls == [call.delete("t:item:i"), call.zrem("t:popular", "i")]
+
+
+def test_failed_attempt_counts_errors_and_streak() -> None:
+    pipe = fake_pipe()
+    apply_attempt(pipe, validate_event({"type": "scrape_attempt", "ts": 1, "domain": "d", "strategy": "s", "success": False, "error_type": "captcha"}), K)
+    assert pipe.mock_calls == [
+        call.hincrby("t:strategy:d", "s:attempts", 1), call.hincrby("t:strategy:d", "s:failures", 1),
+        call.hincrby("t:strategy:d", "s:consecutive_failures", 1), call.hincrby("t:strategy:d", "s:error:captcha", 1),
+        call.hset("t:strategy:d", "s:last_ts", 1.0),
+    ]
+
+
+def test_outcome_is_joined_to_its_bid() -> None:
+    pipe = fake_pipe()
+    apply_bid_event(pipe, validate_event({"type": "bid_outcome", "ts": 3, "bid_id": "b", "won": False}), K)
+    assert pipe.mock_calls == [call.hset("t:bid:b", mapping={"won": 0, "outcome_at": 3.0})]
