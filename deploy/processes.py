@@ -119,6 +119,19 @@ class Children:
     def alive(self) -> dict[str, bool]:
         return {name: proc.poll() is None for name, proc in self.procs}
 
+    def stop_one(self, name: str, timeout_s: float = 10.0) -> None:
+        """Stop the child called ``name`` (TERM, then KILL)."""
+        for entry in [e for e in self.procs if e[0] == name]:
+            _, proc = entry
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+            self.procs.remove(entry)
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """TERM every child's process group, newest first; KILL what is left after timeout."""
         for _, proc in reversed(self.procs):

@@ -53,9 +53,9 @@ class Keys:
         """JSON: a bid, its score and later its outcome."""
         return f"{self.prefix}bid:{bid_id}"
 
-    def seen(self, event_id: str) -> str:
-        """String with a TTL: this event's effect has been applied."""
-        return f"{self.prefix}seen:{event_id}"
+    def seen_bucket(self, bucket: int) -> str:
+        """Set with a TTL: ids of the events applied during one slice of the dedupe window."""
+        return f"{self.prefix}seen:{bucket}"
 
     @property
     def models(self) -> str:

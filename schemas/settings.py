@@ -8,16 +8,21 @@ Nothing else in the code base hard-codes a broker or Redis address.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Eddy's configuration; see the README's configuration table."""
 
     model_config = SettingsConfigDict(
-        env_prefix="EDDY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="EDDY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,  # EDDY_ADMIN_API_KEY="" means no key, never an empty key
     )
 
     # --- Kafka -------------------------------------------------------------------------
@@ -42,8 +47,7 @@ class Settings(BaseSettings):
     )
 
     # --- Worker ------------------------------------------------------------------------
-    batch_max: int = Field(500, ge=1, le=100_000, description="Events a worker agent takes per batch.")
-    batch_within_s: float = Field(0.02, gt=0, description="Longest wait for a batch to fill.")
+    batch_max: int = Field(500, ge=1, le=100_000, description="Most records a worker agent applies in one batch.")
     max_event_bytes: int = Field(
         65_536, ge=256, description="Largest accepted encoded event; larger ones are dead-lettered."
     )
@@ -69,7 +73,16 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr | None = Field(None, description="When set, admin endpoints need it.")
     read_api_key: SecretStr | None = Field(None, description="When set, read endpoints need it too.")
     produce_timeout_s: float = Field(10.0, gt=0, description="How long the API waits for Kafka acks.")
-    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS, comma separated (none by default)."
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
 
     @property
     def bootstrap_servers(self) -> list[str]:

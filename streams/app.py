@@ -68,9 +68,19 @@ class WorkerContext:
         topic_name = spec.full_name(settings)
 
         async def agent(stream: faust.StreamT) -> None:
-            async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-                with metrics.BATCH_SECONDS.labels(topic_name).time():
-                    await self.handle(batch, allowed, effect, topic_name)
+            # Manual acks: a record is acked only after its batch is written. The batch is
+            # flushed when full or when no record is waiting, so batches grow under load
+            # and a lone event is written at once.
+            manual = stream.noack()
+            batch: list[faust.EventT] = []
+            async for event in manual.events():
+                batch.append(event)
+                if len(batch) >= settings.batch_max or manual.channel.empty():
+                    with metrics.BATCH_SECONDS.labels(topic_name).time():
+                        await self.handle(batch, allowed, effect, topic_name)
+                    for done in batch:
+                        await manual.ack(done)
+                    batch = []
 
         agent.__name__ = agent.__qualname__ = name
         self.app.agent(

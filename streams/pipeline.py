@@ -4,8 +4,9 @@ Agents take records in batches (``stream.take_events``, which acks a batch only 
 code below has finished with it), so Faust's per-message cost is paid once per batch and
 Redis is written with one round trip per batch.
 
-Idempotence: an event's effects and its ``seen`` marker are written in one Redis
-MULTI/EXEC transaction, after checking which markers already exist. A crash before EXEC
+Idempotence: the net effects of a batch's new events and their ids (in time-bucketed
+``seen`` sets) are written in one Redis MULTI/EXEC transaction, after checking which ids
+the sets already hold. A crash before EXEC
 leaves nothing, so redelivery applies the event; a crash after EXEC leaves the marker, so
 redelivery skips it. Repeats of one event_id inside a batch are applied once. The same
 ``event_id`` always maps to the same partition (same key), which has one consumer at a
@@ -28,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.events import Event, EventDecodeError, decode_event
 from schemas.keys import Keys
+from streams.coalesce import Coalescer
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ class Effects(Protocol):
     def hincrbyfloat(self, name: str, key: str, amount: float = 1.0) -> Any: ...
     def zincrby(self, name: str, amount: float, value: str) -> Any: ...
     def zrem(self, name: str, *values: str) -> Any: ...
+    def zadd(self, name: str, mapping: dict[str, float]) -> Any: ...
 
 
 #: Queues the Redis writes of one event on a MULTI pipeline.
@@ -146,7 +149,22 @@ async def with_redis_retry(what: str, op: Callable[[], Awaitable[Any]]) -> Any:
 class BatchResult:
     applied: int = 0
     duplicates: int = 0
-    dead: int = 0
+
+
+#: How many time buckets the dedupe window is cut into; a check reads all of them.
+DEDUPE_BUCKETS = 8
+
+
+def seen_buckets(keys: Keys, ttl_s: int, now: float) -> tuple[str, list[str]]:
+    """The bucket new ids go to, and every bucket that may still hold an id from the window.
+
+    Ids live in sets, one per ``ttl_s / DEDUPE_BUCKETS`` seconds of processing time, each
+    expiring ``ttl_s`` after it was created plus one bucket width: one SMISMEMBER per bucket
+    checks a whole batch, instead of one key (and one command) per event.
+    """
+    width = max(1, ttl_s // DEDUPE_BUCKETS)
+    current = int(now // width)
+    return keys.seen_bucket(current), [keys.seen_bucket(b) for b in range(current - DEDUPE_BUCKETS, current + 1)]
 
 
 async def apply_batch(
@@ -157,40 +175,47 @@ async def apply_batch(
     *,
     topic: str,
     dedupe_ttl_s: int,
-    dead: int = 0,
+    now: float | None = None,
 ) -> BatchResult:
-    """Apply each new event's effects and its seen-marker in one transaction."""
-    result = BatchResult(dead=dead)
+    """Apply the net effects of the batch's new events and remember their ids, atomically."""
+    result = BatchResult()
+    if not events:
+        return result
+    now = time.time() if now is None else now
+    ids = [e.event_id for e in events]
+    current, buckets = seen_buckets(keys, dedupe_ttl_s, now)
+
+    async def check() -> list[list[int]]:
+        pipe = redis.pipeline(transaction=False)
+        for bucket in buckets:
+            pipe.smismember(bucket, ids)
+        return await pipe.execute()
+
+    membership = await with_redis_retry("dedupe check", check)
+    seen = {event_id for hits in membership for event_id, hit in zip(ids, hits) if hit}
     fresh: list[Event] = []
-    if events:
-        ids = [e.event_id for e in events]
+    for event in events:
+        if event.event_id in seen:
+            result.duplicates += 1
+            continue
+        seen.add(event.event_id)  # repeats inside the batch too
+        fresh.append(event)
+    if not fresh:
+        return result
 
-        async def check() -> list[int]:
-            pipe = redis.pipeline(transaction=False)
-            for event_id in ids:
-                pipe.exists(keys.seen(event_id))
-            return await pipe.execute()
-
-        exists = await with_redis_retry("dedupe check", check)
-        batch_ids: set[str] = set()
-        for event, seen in zip(events, exists):
-            if seen or event.event_id in batch_ids:
-                result.duplicates += 1
-                continue
-            batch_ids.add(event.event_id)
-            fresh.append(event)
+    effects = Coalescer()
+    for event in fresh:
+        effect(effects, event, keys)
 
     async def write() -> None:
         pipe = redis.pipeline(transaction=True)
-        for event in fresh:
-            effect(pipe, event, keys)
-            pipe.set(keys.seen(event.event_id), 1, ex=dedupe_ttl_s)
-        if fresh:
-            # Counted in the same transaction as the effects, so it is exact under redelivery.
-            pipe.hincrby(keys.stats, f"applied:{topic}", len(fresh))
-            await pipe.execute()
+        effects.flush_into(pipe)
+        pipe.sadd(current, *(e.event_id for e in fresh))
+        pipe.expire(current, dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1, nx=True)
+        # Counted in the same transaction as the effects, so it is exact under redelivery.
+        pipe.hincrby(keys.stats, f"applied:{topic}", len(fresh))
+        await pipe.execute()
 
-    if fresh:
-        await with_redis_retry("apply", write)
+    await with_redis_retry("apply", write)
     result.applied = len(fresh)
     return result

@@ -113,11 +113,13 @@ def test_settings_bind_to_eddy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDDY_REDIS_URL", "redis://r:6380/2")
     monkeypatch.setenv("EDDY_PARTITIONS", "12")
     monkeypatch.setenv("EDDY_PRODUCER_API_KEY", "k")
-    monkeypatch.setenv("EDDY_CORS_ORIGINS", '["https://eddy.example"]')
+    monkeypatch.setenv("EDDY_CORS_ORIGINS", "https://eddy.example, https://b.example")
+    monkeypatch.setenv("EDDY_ADMIN_API_KEY", "")
     s = Settings()
     assert s.bootstrap_servers == ["k1:9092", "k2:9093"]
     assert s.faust_broker == "kafka://k1:9092;kafka://k2:9093"
-    assert (s.redis_url, s.partitions, s.cors_origins) == ("redis://r:6380/2", 12, ["https://eddy.example"])
+    assert (s.redis_url, s.partitions, s.cors_origins) == ("redis://r:6380/2", 12, ["https://eddy.example", "https://b.example"])
+    assert s.admin_api_key is None
     assert s.producer_api_key.get_secret_value() == "k" and "k" not in repr(s.producer_api_key)
     monkeypatch.setenv("EDDY_PARTITIONS", "0")
     with pytest.raises(ValueError):

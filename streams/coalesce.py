@@ -1,0 +1,137 @@
+"""Folds the Redis writes of a whole batch into the fewest commands with the same result.
+
+Effect functions describe one event's writes (``hincrby``, ``hset``, ``set``, ``delete``,
+``zincrby``, ...). Applying them one command each costs a Python round of encoding per
+command; a batch of 500 interactions touching 300 users would send ~3,000 commands. The
+:class:`Coalescer` records the same calls and replays, per key, only their net effect —
+increments summed, later assignments winning, a delete dropping what came before it — so
+the batch costs one command per touched key and field group, inside one MULTI/EXEC.
+
+The net effect equals applying the calls in order, which a unit test checks against a
+real Redis on random call sequences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+_SET = 0  # field holds an assigned value (possibly incremented since)
+_INCR = 1  # field holds only an increment relative to what Redis has
+
+
+@dataclass
+class _KeyOps:
+    deleted: bool = False  # DEL before the ops below
+    string: Any = None  # SET value, when the key is a plain string
+    has_string: bool = False
+    ex: int | None = None
+    hash_fields: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    zset: dict[str, tuple[int, float]] = field(default_factory=dict)
+    zrem: set[str] = field(default_factory=set)
+
+
+class Coalescer:
+    """Records effect calls for a batch; :meth:`flush_into` queues their net effect."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, _KeyOps] = {}
+
+    def _ops(self, name: str) -> _KeyOps:
+        ops = self._keys.get(name)
+        if ops is None:
+            ops = self._keys[name] = _KeyOps()
+        return ops
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    # --- the Effects protocol -----------------------------------------------------------
+
+    def set(self, name: str, value: Any, ex: int | None = None) -> None:
+        ops = self._ops(name)
+        ops.hash_fields.clear()
+        ops.zset.clear()
+        ops.zrem.clear()
+        ops.deleted = True  # SET replaces whatever type the key had
+        ops.string, ops.has_string, ops.ex = value, True, ex
+
+    def delete(self, *names: str) -> None:
+        for name in names:
+            self._keys[name] = _KeyOps(deleted=True)
+
+    def hset(self, name: str, key: str | None = None, value: Any = None, mapping: dict | None = None) -> None:
+        fields = self._ops(name).hash_fields
+        if key is not None:
+            fields[key] = (_SET, value)
+        for k, v in (mapping or {}).items():
+            fields[k] = (_SET, v)
+
+    def hincrby(self, name: str, key: str, amount: int = 1) -> None:
+        self._incr(name, key, amount)
+
+    def hincrbyfloat(self, name: str, key: str, amount: float = 1.0) -> None:
+        self._incr(name, key, amount)
+
+    def _incr(self, name: str, key: str, amount: float) -> None:
+        fields = self._ops(name).hash_fields
+        kind, current = fields.get(key, (_INCR, 0))
+        if kind == _SET:
+            fields[key] = (_SET, float(current) + amount if isinstance(amount, float) else int(current) + amount)
+        else:
+            fields[key] = (_INCR, current + amount)
+
+    def zincrby(self, name: str, amount: float, value: str) -> None:
+        ops = self._ops(name)
+        ops.zrem.discard(value)
+        kind, current = ops.zset.get(value, (_INCR, 0.0))
+        ops.zset[value] = (kind, current + amount)
+
+    def zadd(self, name: str, mapping: dict[str, float]) -> None:
+        ops = self._ops(name)
+        for member, score in mapping.items():
+            ops.zrem.discard(member)
+            ops.zset[member] = (_SET, score)
+
+    def zrem(self, name: str, *values: str) -> None:
+        ops = self._ops(name)
+        for value in values:
+            ops.zset.pop(value, None)
+            ops.zrem.add(value)
+
+    # --- replay -------------------------------------------------------------------------
+
+    def flush_into(self, pipe: Any) -> int:
+        """Queue the net effect on ``pipe``; returns the number of commands queued."""
+        n = 0
+        for name, ops in self._keys.items():
+            if ops.deleted and not ops.has_string:
+                pipe.delete(name)
+                n += 1
+            if ops.has_string:
+                pipe.set(name, ops.string, ex=ops.ex)
+                n += 1
+                continue
+            assigned = {k: v for k, (kind, v) in ops.hash_fields.items() if kind == _SET}
+            if assigned:
+                pipe.hset(name, mapping=assigned)
+                n += 1
+            for k, (kind, v) in ops.hash_fields.items():
+                if kind == _INCR:
+                    if isinstance(v, float):
+                        pipe.hincrbyfloat(name, k, v)
+                    else:
+                        pipe.hincrby(name, k, v)
+                    n += 1
+            if ops.zrem:
+                pipe.zrem(name, *ops.zrem)
+                n += 1
+            absolute = {m: s for m, (kind, s) in ops.zset.items() if kind == _SET}
+            if absolute:
+                pipe.zadd(name, absolute)
+                n += 1
+            for member, (kind, amount) in ops.zset.items():
+                if kind == _INCR:
+                    pipe.zincrby(name, amount, member)
+                    n += 1
+        return n

@@ -1,0 +1,235 @@
+"""``make bench``: Eddy's throughput figures, each beside a baseline measured in the same run.
+
+- Worker ingest: events/s one worker consumes, validates, dedupes and writes to Redis,
+  beside a bare Faust agent that only decodes the same topic (per message, and batched
+  with ``take_events``).
+- API ingest: events/s accepted by POST /api/events (batches of 100 and of 1), beside a
+  bare FastAPI endpoint that reads the body and answers a constant, under the same
+  uvicorn and the same load generator.
+
+Everything runs on this machine: the broker, Redis, the worker, uvicorn and the load
+generator share its cores, which the figures include.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+import redis
+from kafka import KafkaProducer
+
+from deploy.processes import Children, free_port, wait_for_port
+from deploy.simulator import SimConfig, Simulator
+from deploy.topics import ensure_topics
+from schemas.events import validate_event
+from schemas.keys import Keys
+from schemas.settings import Settings
+from schemas.topics import key_of
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def interactions(n: int) -> list[dict]:
+    sim = Simulator(SimConfig(n_users=10_000, n_items=10_000, seed=11))
+    out = []
+    for doc in sim.events():
+        if doc["type"] == "interaction":
+            out.append(doc)
+            if len(out) == n:
+                return out
+    raise AssertionError("unreachable")
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    return {
+        "EDDY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "EDDY_REDIS_URL": settings.redis_url,
+        "EDDY_TOPIC_PREFIX": settings.topic_prefix,
+        "EDDY_REDIS_PREFIX": settings.redis_prefix,
+        "EDDY_CONSUMER_GROUP": settings.consumer_group,
+        "EDDY_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
+        "EDDY_PARTITIONS": str(settings.partitions),
+        "EDDY_WORKER_METRICS_PORT": "0",
+        "EDDY_LOG_LEVEL": "warning",
+    }
+
+
+def wait_line(log: Path, proc: subprocess.Popen, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log.exists():
+            for line in log.read_text(errors="replace").splitlines():
+                at = line.find('{"events"')  # the line may start with terminal escapes
+                if at >= 0:
+                    return json.loads(line[at:])
+        if proc.poll() is not None:
+            raise RuntimeError(f"{log.name} exited early; see {log}")
+        time.sleep(0.05)
+    raise TimeoutError(f"no result in {log}")
+
+
+def bench_worker(children: Children, base: Settings, n: int) -> dict[str, float]:
+    events = interactions(n)
+    settings = base.model_copy(update={"topic_prefix": f"b{uuid.uuid4().hex[:6]}."})
+    ensure_topics(settings)
+    topic = settings.topic_prefix + "interactions"
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, batch_size=256_000)
+    for doc in events:
+        producer.send(topic, key=key_of(validate_event(doc)), value=orjson.dumps(doc))
+    producer.flush()
+    producer.close()
+
+    results: dict[str, float] = {}
+    for mode in ("each", "take"):
+        s = settings.model_copy(update={"consumer_group": f"bare-{mode}-{uuid.uuid4().hex[:6]}"})
+        name = f"bare-{mode}"
+        proc = children.spawn(name, [sys.executable, "-m", "tests.benchmarks.bare_drain", topic, str(n), mode], env_of(s))
+        out = wait_line(children.log_dir / f"{name}.log", proc, 600)
+        results[f"bare_{mode}"] = out["events"] / out["seconds"]
+        children.stop_one(name)
+
+    s = settings.model_copy(update={"consumer_group": f"eddy-{uuid.uuid4().hex[:6]}", "redis_prefix": f"b{uuid.uuid4().hex[:6]}:"})
+    r = redis.Redis.from_url(s.redis_url)
+    stat = (Keys(s.redis_prefix).stats, f"applied:{topic}")
+    children.start_eddy("worker", ["worker"], env_of(s))
+    t0 = c0 = None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        count = int(r.hget(*stat) or 0)
+        now = time.perf_counter()
+        if t0 is None and count > 0:
+            t0, c0 = now, count
+        if count >= n:
+            results["eddy"] = (count - c0) / (now - t0)
+            break
+        time.sleep(0.002)
+    children.stop_one("worker")
+    return results
+
+
+async def _load(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> tuple[int, list[float]]:
+    """POST bodies round-robin from ``concurrency`` connections for ``seconds``; count 202s."""
+    ok = 0
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def one(i: int) -> None:
+            nonlocal ok
+            j = i
+            while time.perf_counter() < stop_at:
+                start = time.perf_counter()
+                resp = await client.post(url, content=bodies[j % len(bodies)], headers={"content-type": "application/json"})
+                latencies.append(time.perf_counter() - start)
+                if resp.status_code == 202:
+                    ok += 1
+                j += concurrency
+        await asyncio.gather(*(one(i) for i in range(concurrency)))
+    return ok, latencies
+
+
+def bench_api(children: Children, base: Settings, seconds: float) -> dict[str, float]:
+    settings = base.model_copy(update={"topic_prefix": f"a{uuid.uuid4().hex[:6]}."})
+    ensure_topics(settings)
+    events = interactions(20_000)
+    for doc in events:
+        doc.pop("event_id")  # let the API assign ULIDs, as for most producers
+    results: dict[str, float] = {}
+    servers = {
+        "eddy": ["-m", "deploy.cli", "api", "--port"],
+        "bare": ["-m", "uvicorn", "tests.benchmarks.bare_api:app", "--log-level", "warning", "--no-access-log", "--port"],
+    }
+    for name, args in servers.items():
+        port = free_port()
+        proc = children.spawn(f"api-{name}", [sys.executable, *args, str(port)], env_of(settings))
+        wait_for_port(port, proc=proc)
+        if name == "eddy":
+            while httpx.get(f"http://127.0.0.1:{port}/readyz").status_code != 200:
+                time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}/api/events"
+        for batch in (100, 1):
+            bodies = [orjson.dumps(events[i : i + batch]) for i in range(0, 2_000 * batch if batch == 1 else len(events), batch)]
+            bodies = [b for b in bodies if b != b"[]"]
+            asyncio.run(_load(url, bodies, 8, 1.0))  # warm-up
+            ok, _ = asyncio.run(_load(url, bodies, 8, seconds))
+            results[f"{name}_batch{batch}"] = ok * batch / seconds
+        children.stop_one(f"api-{name}")
+    return results
+
+
+def render(worker: dict[str, float], api: dict[str, float], n: int, seconds: float) -> str:
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cpu = platform.processor() or platform.machine()
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Latest run: {when}, `make bench` (`python -m tests.benchmarks.run --write docs/benchmarks.md`),",
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}. Broker (Tansu, memory), Redis,",
+        "worker, uvicorn and the load generator all share the same machine.",
+        "",
+        f"## Worker ingest ({n:,} simulated interactions, one worker, {Settings().partitions} partitions)",
+        "",
+        "| consumer | events/s | vs bare per-message drain |",
+        "|---|---:|---:|",
+        f"| bare Faust agent, decode only, `async for` per message (baseline) | {worker['bare_each']:,.0f} | 100% |",
+        f"| bare Faust agent, decode only, `take_events` batches | {worker['bare_take']:,.0f} | {worker['bare_take'] / worker['bare_each']:.0%} |",
+        f"| **Eddy worker**: decode, validate, dedupe, write Redis (MULTI per batch) | **{worker['eddy']:,.0f}** | **{worker['eddy'] / worker['bare_each']:.0%}** |",
+        "",
+        f"Eddy vs the batched bare drain: {worker['eddy'] / worker['bare_take']:.0%}.",
+        "",
+        f"## API ingest (POST /api/events, 8 connections, {seconds:.0f} s each, one uvicorn worker)",
+        "",
+        "| endpoint | batch of 100: events/s | batch of 1: events/s |",
+        "|---|---:|---:|",
+        f"| bare FastAPI endpoint, reads body, constant answer (baseline) | {api['bare_batch100']:,.0f} | {api['bare_batch1']:,.0f} |",
+        f"| **Eddy**: validate, assign ids, produce to Kafka, wait for acks | **{api['eddy_batch100']:,.0f}** | **{api['eddy_batch1']:,.0f}** |",
+        f"| Eddy / baseline | {api['eddy_batch100'] / api['bare_batch100']:.0%} | {api['eddy_batch1'] / api['bare_batch1']:.0%} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--write", type=Path, help="write the markdown report here")
+    parser.add_argument("--logs", type=Path, default=Path(".eddy/bench"), help="child process logs")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        children = Children(log_dir=args.logs)
+        try:
+            broker, redis_port = free_port(), free_port()
+            children.start_broker(broker)
+            children.start_redis(redis_port, Path(tmp) / "redis")
+            base = Settings(
+                kafka_bootstrap=f"127.0.0.1:{broker}",
+                redis_url=f"redis://127.0.0.1:{redis_port}/0",
+                session_timeout_s=6.0,
+            )
+            worker = bench_worker(children, base, args.events)
+            print("worker", worker, flush=True)
+            api = bench_api(children, base, args.seconds)
+            print("api", api, flush=True)
+        finally:
+            children.stop()
+    report = render(worker, api, args.events, args.seconds)
+    print(report)
+    if args.write:
+        args.write.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
