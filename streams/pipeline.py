@@ -5,9 +5,9 @@ code below has finished with it), so Faust's per-message cost is paid once per b
 Redis is written with one round trip per batch.
 
 Idempotence: the net effects of a batch's new events and their ids (in time-bucketed
-``seen`` sets) are written in one Redis MULTI/EXEC transaction, after checking which ids
-the sets already hold. A crash before EXEC
-leaves nothing, so redelivery applies the event; a crash after EXEC leaves the marker, so
+``seen`` sets) are written by one atomic Redis script call, after checking which ids the
+sets already hold. A crash before that call
+leaves nothing, so redelivery applies the event; a crash after it leaves the marker, so
 redelivery skips it. Repeats of one event_id inside a batch are applied once. The same
 ``event_id`` always maps to the same partition (same key), which has one consumer at a
 time, so two workers never race on one marker.
@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.events import Event, EventDecodeError, decode_event
 from schemas.keys import Keys
-from streams.coalesce import Coalescer
+from streams.coalesce import APPLY_SCRIPT, Coalescer, flatten
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Effects(Protocol):
     def zadd(self, name: str, mapping: dict[str, float]) -> Any: ...
 
 
-#: Queues the Redis writes of one event on a MULTI pipeline.
+#: Records the Redis writes of one event (on a Coalescer, or any object with these methods).
 EffectFn = Callable[[Effects, Event, Keys], None]
 
 
@@ -150,6 +150,19 @@ class BatchResult:
     applied: int = 0
     duplicates: int = 0
 
+
+SEEN_SCRIPT = """
+local hits = {}
+for b = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[b]) == 1 then
+    local member = redis.call('SMISMEMBER', KEYS[b], unpack(ARGV))
+    for i = 1, #ARGV do
+      if member[i] == 1 then hits[#hits + 1] = i end
+    end
+  end
+end
+return hits
+"""
 
 #: How many time buckets the dedupe window is cut into; a check reads all of them.
 DEDUPE_BUCKETS = 8
@@ -185,14 +198,12 @@ async def apply_batch(
     ids = [e.event_id for e in events]
     current, buckets = seen_buckets(keys, dedupe_ttl_s, now)
 
-    async def check() -> list[list[int]]:
-        pipe = redis.pipeline(transaction=False)
-        for bucket in buckets:
-            pipe.smismember(bucket, ids)
-        return await pipe.execute()
-
-    membership = await with_redis_retry("dedupe check", check)
-    seen = {event_id for hits in membership for event_id, hit in zip(ids, hits) if hit}
+    # One server-side pass over the buckets that answers with the positions of known ids
+    # only: the reply stays small however many buckets and ids there are.
+    hits = await with_redis_retry(
+        "dedupe check", lambda: redis.eval(SEEN_SCRIPT, len(buckets), *buckets, *ids)
+    )
+    seen = {ids[int(i) - 1] for i in hits}
     fresh: list[Event] = []
     for event in events:
         if event.event_id in seen:
@@ -207,15 +218,12 @@ async def apply_batch(
     for event in fresh:
         effect(effects, event, keys)
 
-    async def write() -> None:
-        pipe = redis.pipeline(transaction=True)
-        effects.flush_into(pipe)
-        pipe.sadd(current, *(e.event_id for e in fresh))
-        pipe.expire(current, dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1, nx=True)
-        # Counted in the same transaction as the effects, so it is exact under redelivery.
-        pipe.hincrby(keys.stats, f"applied:{topic}", len(fresh))
-        await pipe.execute()
-
-    await with_redis_retry("apply", write)
+    commands = effects.commands()
+    commands.append(("SADD", current, *(e.event_id for e in fresh)))
+    commands.append(("EXPIRE", current, dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1, "NX"))
+    # Counted in the same atomic call as the effects, so it is exact under redelivery.
+    commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(fresh)))
+    argv = flatten(commands)
+    await with_redis_retry("apply", lambda: redis.eval(APPLY_SCRIPT, 0, *argv))
     result.applied = len(fresh)
     return result

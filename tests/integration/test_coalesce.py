@@ -9,7 +9,7 @@ import redis as redis_lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.coalesce import Coalescer
+from streams.coalesce import APPLY_SCRIPT, Coalescer, flatten
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ def test_coalesced_writes_equal_sequential_writes(redis_url: str, calls, preexis
     run(r, a, calls)
     coalescer = Coalescer()
     run(coalescer, b, calls)
-    pipe = r.pipeline(transaction=True)
-    coalescer.flush_into(pipe)
-    pipe.execute()
+    argv = flatten(coalescer.commands())
+    if argv:
+        r.eval(APPLY_SCRIPT, 0, *argv)
     assert snapshot(r, b) == snapshot(r, a)
