@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     )
 
     # --- Worker ------------------------------------------------------------------------
-    batch_max: int = Field(500, ge=1, le=100_000, description="Most records a worker agent applies in one batch.")
+    batch_max: int = Field(500, ge=1, le=5_000, description="Most records a worker agent applies in one batch.")
     max_event_bytes: int = Field(
         65_536, ge=256, description="Largest accepted encoded event; larger ones are dead-lettered."
     )

@@ -73,8 +73,8 @@ class WorkerContext:
             # and a lone event is written at once.
             manual = stream.noack()
             batch: list[faust.EventT] = []
-            async for event in manual.events():
-                batch.append(event)
+            async for _ in manual:
+                batch.append(manual.current_event)
                 if len(batch) >= settings.batch_max or manual.channel.empty():
                     with metrics.BATCH_SECONDS.labels(topic_name).time():
                         await self.handle(batch, allowed, effect, topic_name)

@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.events import Event, EventDecodeError, decode_event
 from schemas.keys import Keys
-from streams.coalesce import APPLY_SCRIPT, Coalescer, flatten
+from streams.coalesce import APPLY_SCRIPT, Coalescer, encode_commands
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +152,12 @@ class BatchResult:
 
 
 SEEN_SCRIPT = """
+local ids = cjson.decode(ARGV[1])
 local hits = {}
 for b = 1, #KEYS do
   if redis.call('EXISTS', KEYS[b]) == 1 then
-    local member = redis.call('SMISMEMBER', KEYS[b], unpack(ARGV))
-    for i = 1, #ARGV do
+    local member = redis.call('SMISMEMBER', KEYS[b], unpack(ids))
+    for i = 1, #ids do
       if member[i] == 1 then hits[#hits + 1] = i end
     end
   end
@@ -201,7 +202,7 @@ async def apply_batch(
     # One server-side pass over the buckets that answers with the positions of known ids
     # only: the reply stays small however many buckets and ids there are.
     hits = await with_redis_retry(
-        "dedupe check", lambda: redis.eval(SEEN_SCRIPT, len(buckets), *buckets, *ids)
+        "dedupe check", lambda: redis.eval(SEEN_SCRIPT, len(buckets), *buckets, orjson.dumps(ids))
     )
     seen = {ids[int(i) - 1] for i in hits}
     fresh: list[Event] = []
@@ -223,7 +224,7 @@ async def apply_batch(
     commands.append(("EXPIRE", current, dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1, "NX"))
     # Counted in the same atomic call as the effects, so it is exact under redelivery.
     commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(fresh)))
-    argv = flatten(commands)
-    await with_redis_retry("apply", lambda: redis.eval(APPLY_SCRIPT, 0, *argv))
+    payload = encode_commands(commands)
+    await with_redis_retry("apply", lambda: redis.eval(APPLY_SCRIPT, 0, payload))
     result.applied = len(fresh)
     return result

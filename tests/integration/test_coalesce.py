@@ -9,7 +9,7 @@ import redis as redis_lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.coalesce import APPLY_SCRIPT, Coalescer, flatten
+from streams.coalesce import APPLY_SCRIPT, Coalescer, encode_commands
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ def snapshot(r: redis_lib.Redis, prefix: str) -> dict:
     return out
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(calls=st.lists(ops, max_size=40), preexisting=st.booleans())
 def test_coalesced_writes_equal_sequential_writes(redis_url: str, calls, preexisting: bool) -> None:
     r = redis_lib.Redis.from_url(redis_url)
@@ -73,7 +73,5 @@ def test_coalesced_writes_equal_sequential_writes(redis_url: str, calls, preexis
     run(r, a, calls)
     coalescer = Coalescer()
     run(coalescer, b, calls)
-    argv = flatten(coalescer.commands())
-    if argv:
-        r.eval(APPLY_SCRIPT, 0, *argv)
+    r.eval(APPLY_SCRIPT, 0, encode_commands(coalescer.commands()))
     assert snapshot(r, b) == snapshot(r, a)
