@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from schemas.envelope import pack
 from schemas.events import encode_event
 from schemas.settings import Settings
 from schemas.topics import key_of, route
@@ -86,12 +87,32 @@ class EventProducer:
             raise ProducerUnavailable("Kafka producer not connected")
         prefix = self.settings.topic_prefix
         try:
-            futures = [
-                await self._producer.send(
-                    prefix + route(event.type).name, value=encode_event(event), key=key_of(event)
-                )
-                for event in events
-            ]
+            if self.settings.produce_envelopes:
+                futures = await self._send_envelopes(events, prefix)
+            else:
+                futures = [
+                    await self._producer.send(
+                        prefix + route(event.type).name, value=encode_event(event), key=key_of(event)
+                    )
+                    for event in events
+                ]
             await asyncio.wait_for(asyncio.gather(*futures), self.settings.produce_timeout_s)
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             raise ProducerUnavailable(f"Kafka did not acknowledge the events: {exc!r}") from exc
+
+    async def _send_envelopes(self, events: Sequence[object], prefix: str) -> list[asyncio.Future]:
+        by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        for event in events:
+            by_topic.setdefault(prefix + route(event.type).name, []).append((key_of(event), encode_event(event)))
+        futures = []
+        for topic, encoded in by_topic.items():
+            partitions = await self._partitions(topic)
+            for partition, record in pack(encoded, partitions):
+                futures.append(await self._producer.send(topic, value=record, partition=partition))
+        return futures
+
+    async def _partitions(self, topic: str) -> list[int]:
+        partitions = await self._producer.partitions_for(topic)
+        if not partitions:
+            raise ProducerUnavailable(f"topic {topic!r} does not exist; run `eddy topics`")
+        return sorted(partitions)

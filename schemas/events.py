@@ -253,6 +253,7 @@ class EventDecodeError(ValueError):
         super().__init__(reason)
         self.reason = reason
         self.errors = errors or [{"field": "", "reason": reason}]
+        self.raw: bytes | None = None  # the offending event's own bytes, when known
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, str]]:

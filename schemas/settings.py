@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     )
     admin_api_key: SecretStr | None = Field(None, description="When set, admin endpoints need it.")
     read_api_key: SecretStr | None = Field(None, description="When set, read endpoints need it too.")
+    produce_envelopes: bool = Field(
+        True,
+        description="Write each POSTed batch as one envelope record per partition (fast) "
+        "instead of one record per event.",
+    )
     produce_timeout_s: float = Field(10.0, gt=0, description="How long the API waits for Kafka acks.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma separated (none by default)."

@@ -27,7 +27,8 @@ import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from schemas.events import Event, EventDecodeError, decode_event
+from schemas.envelope import decode_record
+from schemas.events import Event, EventDecodeError, encode_event
 from schemas.keys import Keys
 from streams.coalesce import APPLY_SCRIPT, Coalescer, encode_commands
 
@@ -58,14 +59,18 @@ class DeadLetter:
     key: bytes | None
     raw: bytes | None
     errors: list[dict[str, str]] = field(default_factory=list)
+    index: int | None = None  # position inside an envelope record
 
     def encode(self) -> bytes:
         raw = self.raw or b""
+        source = {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+        if self.index is not None:
+            source["index"] = self.index
         return orjson.dumps(
             {
                 "reason": self.reason,
                 "errors": self.errors,
-                "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
+                "source": source,
                 "key": None if self.key is None else self.key.decode("utf-8", "replace"),
                 "raw_base64": base64.b64encode(raw).decode("ascii"),
                 "raw_preview": raw[:512].decode("utf-8", "replace"),
@@ -86,29 +91,33 @@ class Decoded:
 def decode_batch(
     records: Sequence[Record], *, allowed_types: frozenset[str], max_bytes: int
 ) -> Decoded:
-    """Decode and validate each record once; fill event_id and ts from the record if absent."""
+    """Decode and validate each event once (records may be envelopes of many events).
+
+    Missing event_ids are derived from the record's position, so a redelivered record
+    dedupes against itself; a missing ts is the record's timestamp.
+    """
     out = Decoded()
     for rec in records:
-        try:
-            event = decode_event(rec.value, max_bytes=max_bytes)
-        except EventDecodeError as exc:
-            out.dead.append(
-                DeadLetter(exc.reason, rec.topic, rec.partition, rec.offset, rec.key, rec.value, exc.errors)
-            )
-            continue
-        if event.type not in allowed_types:
-            reason = f"event type {event.type!r} does not belong on topic {rec.topic!r}"
-            out.dead.append(
-                DeadLetter(reason, rec.topic, rec.partition, rec.offset, rec.key, rec.value,
-                           [{"field": "type", "reason": reason}])
-            )
-            continue
-        if event.event_id is None:
-            # Deterministic, so a redelivered record dedupes against itself.
-            event.event_id = f"{rec.topic}:{rec.partition}:{rec.offset}"
-        if event.ts is None:
-            event.ts = float(rec.timestamp) if rec.timestamp else time.time()
-        out.events.append((event, rec))
+        decoded, enveloped = decode_record(rec.value, max_bytes=max_bytes)
+        for index, item in enumerate(decoded):
+            where = f"{rec.topic}:{rec.partition}:{rec.offset}" + (f":{index}" if enveloped else "")
+            if isinstance(item, EventDecodeError):
+                reason = item.reason if not enveloped else f"envelope event {index}: {item.reason}"
+                out.dead.append(DeadLetter(reason, rec.topic, rec.partition, rec.offset, rec.key,
+                                           item.raw or rec.value, item.errors, index if enveloped else None))
+                continue
+            if item.type not in allowed_types:
+                reason = f"event type {item.type!r} does not belong on topic {rec.topic!r}"
+                raw = encode_event(item) if enveloped else rec.value
+                out.dead.append(DeadLetter(reason, rec.topic, rec.partition, rec.offset, rec.key,
+                                           raw, [{"field": "type", "reason": reason}],
+                                           index if enveloped else None))
+                continue
+            if item.event_id is None:
+                item.event_id = where
+            if item.ts is None:
+                item.ts = float(rec.timestamp) if rec.timestamp else time.time()
+            out.events.append((item, rec))
     return out
 
 

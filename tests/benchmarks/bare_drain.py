@@ -2,7 +2,8 @@
 
 Run as ``python -m tests.benchmarks.bare_drain TOPIC N MODE`` with EDDY_* settings in the
 environment; prints one JSON line with the events/s between the first and the N-th record.
-MODE is ``each`` (``async for`` per message) or ``take`` (``stream.take_events``).
+MODE is ``each`` (``async for`` per message), ``take`` (``stream.take_events``) or
+``envelope`` (per message, counting the events inside each envelope record).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def main() -> None:
             async for value in stream:
                 orjson.loads(value)
                 count(1)
+        elif mode == "envelope":
+            async for value in stream:
+                count(len(orjson.loads(value)["envelope"]))
         else:
             async for batch in stream.take_events(settings.batch_max, within=0.02):
                 for ev in batch:

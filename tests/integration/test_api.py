@@ -8,6 +8,7 @@ import httpx
 import orjson
 import pytest
 
+from schemas.envelope import partition_of
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -29,8 +30,8 @@ def test_post_one_event_fills_id_and_ts_and_produces_it_keyed(stack: Stack, api:
     body = resp.json()
     assert body["accepted"] == 1 and len(body["event_ids"]) == 1 and len(body["event_ids"][0]) == 26
     (rec,) = stack.consume_all("interactions", expect=1)
-    doc = orjson.loads(rec.value)
-    assert rec.key == b"u1"
+    (doc,) = orjson.loads(rec.value)["envelope"]
+    assert rec.partition == partition_of(b"u1", range(stack.settings.partitions))
     assert doc["event_id"] == body["event_ids"][0]
     assert before <= doc["ts"] <= time.time()
 
@@ -47,9 +48,35 @@ def test_post_batch_routes_each_type_to_its_topic(stack: Stack, api: str) -> Non
     assert resp.status_code == 202
     assert resp.json()["accepted"] == 5
     assert resp.json()["event_ids"][0] == "mine-1"
-    assert [r.key for r in stack.consume_all("items", expect=1)] == [b"i1"]
-    assert [r.key for r in stack.consume_all("scrape-attempts", expect=1)] == [b"a.org"]
-    assert sorted(r.key for r in stack.consume_all("bids", expect=2)) == [b"b1", b"b1"]
+    def placed(topic: str, n: int) -> list[tuple[int, list[str]]]:
+        return [(r.partition, [e["type"] for e in orjson.loads(r.value)["envelope"]]) for r in stack.consume_all(topic, expect=n)]
+
+    parts = range(stack.settings.partitions)
+    assert placed("items", 1) == [(partition_of(b"i1", parts), ["item"])]
+    assert placed("scrape-attempts", 1) == [(partition_of(b"a.org", parts), ["scrape_attempt"])]
+    # A bid and its outcome share a partition and one envelope, in order.
+    assert placed("bids", 1) == [(partition_of(b"b1", parts), ["bid", "bid_outcome"])]
+
+
+def test_envelopes_split_a_batch_by_partition_keeping_order(stack: Stack, api: str) -> None:
+    batch = [click(n, user_id=f"user{n % 10}", event_id=f"ev{n}") for n in range(300)]
+    assert httpx.post(api + "/api/events", json=batch).status_code == 202
+    records = stack.consume_all("interactions", expect=stack.settings.partitions)
+    parts = range(stack.settings.partitions)
+    seen = []
+    for rec in records:
+        docs = orjson.loads(rec.value)["envelope"]
+        assert {partition_of(d["user_id"].encode(), parts) for d in docs} == {rec.partition}
+        assert [int(d["event_id"][2:]) for d in docs] == sorted(int(d["event_id"][2:]) for d in docs)
+        seen += [d["event_id"] for d in docs]
+    assert sorted(seen) == sorted(f"ev{n}" for n in range(300))
+
+
+def test_one_record_per_event_when_envelopes_are_off(stack: Stack) -> None:
+    api = stack.start_api(EDDY_PRODUCE_ENVELOPES="false")
+    assert httpx.post(api + "/api/events", json=[click(1), click(4)]).status_code == 202
+    records = stack.consume_all("interactions", expect=2)
+    assert [(r.key, orjson.loads(r.value)["item_id"]) for r in records] == [(b"u1", "i1"), (b"u1", "i4")]
 
 
 def test_a_batch_with_bad_events_is_refused_whole(stack: Stack, api: str) -> None:
