@@ -19,6 +19,9 @@ from typing import Any
 
 import orjson
 
+#: Most members one command carries: Lua's unpack() is limited by its C stack.
+CHUNK = 500
+
 _SET = 0  # field holds an assigned value (possibly incremented since)
 _INCR = 1  # field holds only an increment relative to what Redis has
 
@@ -116,16 +119,17 @@ class Coalescer:
                 out.append(("SET", name, ops.string) if ops.ex is None else ("SET", name, ops.string, "EX", ops.ex))
                 continue
             assigned = [x for k, (kind, v) in ops.hash_fields.items() if kind == _SET for x in (k, v)]
-            if assigned:
-                out.append(("HSET", name, *assigned))
+            for first in range(0, len(assigned), 2 * CHUNK):
+                out.append(("HSET", name, *assigned[first : first + 2 * CHUNK]))
             for k, (kind, v) in ops.hash_fields.items():
                 if kind == _INCR:
                     out.append(("HINCRBYFLOAT" if isinstance(v, float) else "HINCRBY", name, k, v))
-            if ops.zrem:
-                out.append(("ZREM", name, *sorted(ops.zrem)))
+            removed = sorted(ops.zrem)
+            for first in range(0, len(removed), CHUNK):
+                out.append(("ZREM", name, *removed[first : first + CHUNK]))
             absolute = [x for m, (kind, score) in ops.zset.items() if kind == _SET for x in (score, m)]
-            if absolute:
-                out.append(("ZADD", name, *absolute))
+            for first in range(0, len(absolute), 2 * CHUNK):
+                out.append(("ZADD", name, *absolute[first : first + 2 * CHUNK]))
             for member, (kind, amount) in ops.zset.items():
                 if kind == _INCR:
                     out.append(("ZINCRBY", name, amount, member))

@@ -163,16 +163,23 @@ class BatchResult:
 SEEN_SCRIPT = """
 local ids = cjson.decode(ARGV[1])
 local hits = {}
+local chunk = 1000  -- unpack() is limited by Lua's C stack
 for b = 1, #KEYS do
   if redis.call('EXISTS', KEYS[b]) == 1 then
-    local member = redis.call('SMISMEMBER', KEYS[b], unpack(ids))
-    for i = 1, #ids do
-      if member[i] == 1 then hits[#hits + 1] = i end
+    for first = 1, #ids, chunk do
+      local last = math.min(first + chunk - 1, #ids)
+      local member = redis.call('SMISMEMBER', KEYS[b], unpack(ids, first, last))
+      for i = 1, #member do
+        if member[i] == 1 then hits[#hits + 1] = first + i - 1 end
+      end
     end
   end
 end
 return hits
 """
+
+#: Most arguments one command gets inside a script.
+SCRIPT_CHUNK = 1000
 
 #: How many time buckets the dedupe window is cut into; a check reads all of them.
 DEDUPE_BUCKETS = 8
@@ -229,7 +236,9 @@ async def apply_batch(
         effect(effects, event, keys)
 
     commands = effects.commands()
-    commands.append(("SADD", current, *(e.event_id for e in fresh)))
+    fresh_ids = [e.event_id for e in fresh]
+    for first in range(0, len(fresh_ids), SCRIPT_CHUNK):  # unpack() in Lua has a stack limit
+        commands.append(("SADD", current, *fresh_ids[first : first + SCRIPT_CHUNK]))
     commands.append(("EXPIRE", current, dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1, "NX"))
     # Counted in the same atomic call as the effects, so it is exact under redelivery.
     commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(fresh)))

@@ -189,16 +189,16 @@ def test_envelopes_are_applied_event_by_event_and_bad_ones_dead_lettered(stack: 
     from schemas.envelope import pack
 
     stack.start_worker()
-    docs = [orjson.dumps(interaction(n, f"u{n % 5}")) for n in range(200)]
+    docs = [orjson.dumps(interaction(n, f"u{n % 5}")) for n in range(5_000)]
     docs[17] = orjson.dumps({"type": "interaction", "event_id": "bad", "user_id": "u2", "item_id": "x", "action": "nap"})
     records = pack([(f"u{n % 5}".encode(), d) for n, d in enumerate(docs)], list(range(stack.settings.partitions)))
     futures = [stack.producer.send(stack.topic("interactions"), value=v, partition=p) for p, v in records]
     stack.producer.flush()
     stack.track(futures)
-    stack.wait_applied("interactions", 199)
+    stack.wait_applied("interactions", 4_999)
     (letter,) = stack.consume_all("dead-letters", expect=1)
     doc = orjson.loads(letter.value)
     assert doc["reason"].startswith("envelope event ") and "action:" in doc["reason"]
     assert orjson.loads(base64.b64decode(doc["raw_base64"]))["event_id"] == "bad"
     assert "index" in doc["source"]
-    assert sum(int(stack.redis.hget(stack.keys.user_counts(f"u{u}"), "click")) for u in range(5)) == 199
+    assert sum(int(stack.redis.hget(stack.keys.user_counts(f"u{u}"), "click")) for u in range(5)) == 4_999

@@ -1,0 +1,303 @@
+"""Eddy's recommender: collaborative, content and trending signals learned online.
+
+Three signals, each learned one event at a time with event-time decay:
+
+* **collaborative** — item-to-item co-engagement: when a user engages with ``j`` after
+  ``i``, the pair gains weight; a user's recent positives vote for their neighbours,
+  normalised like a cosine so that blockbusters do not drown everything;
+* **content** — a per-user taste vector over item features (category, tags, source and
+  title/text words through River's ``BagOfWords``), pushed up by positives and down by
+  negatives, seeded by declared interests; it ranks an item scraped a second ago before
+  anyone has clicked it;
+* **trending** — recency-decayed popularity, the prior for everyone and the whole answer
+  for a user Eddy knows nothing about.
+
+Scores are blended after scaling each signal to [0, 1] over the candidates. Each item
+gets the reason of the signal that contributed most. ``rank`` reads only.
+
+>>> from online_models.base import ItemInfo
+>>> from online_models.hybrid import HybridRecommender
+>>> model = HybridRecommender()
+>>> model.learn_item(ItemInfo("oil-1", category="painting", tags=("oil",), ts=0.0))
+>>> model.learn_item(ItemInfo("jazz-1", category="music", tags=("jazz",), ts=0.0))
+>>> model.learn_item(ItemInfo("oil-2", category="painting", tags=("oil",), ts=1.0))
+>>> model.learn_interaction("ann", "oil-1", 2.0, ts=2.0)
+>>> [s.item_id for s in model.rank("ann", k=2, now=3.0, exclude={"oil-1"})]
+['oil-2', 'jazz-1']
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from river.feature_extraction import BagOfWords
+
+from online_models.base import ItemInfo, Recommender, Scored
+from online_models.popularity import Popularity
+
+STOP_WORDS = frozenset(
+    "a an and are as at be by for from has have in is it its of on or that the this to was "
+    "were will with you your we our".split()
+)
+
+
+@dataclass
+class _User:
+    taste: dict[str, float] = field(default_factory=dict)
+    taste_ts: float = 0.0
+    recent: deque = field(default_factory=deque)  # (item_id, signal, ts) of positives
+    seen: dict[str, float] = field(default_factory=dict)  # item -> last signal
+    declared: dict[str, float] = field(default_factory=dict)
+
+
+class HybridRecommender(Recommender):
+    """Collaborative + content + trending, online.
+
+    Parameters
+    ----------
+    half_life_s
+        Event-time half-life of a user's taste and of the weight of their past positives.
+    trend_half_life_s
+        Half-life of the trending (decayed popularity) signal.
+    w_collab, w_content, w_trend
+        Blend weights of the three signals, each scaled to [0, 1] over the candidates.
+    history
+        How many recent positives of a user vote for their neighbours.
+    neighbours
+        How many co-engaged items are kept per item (the strongest).
+    taste_features
+        How many features a user's taste vector keeps (the strongest).
+    index_per_feature
+        How many of the newest items each content feature indexes for candidates.
+    """
+
+    version = "1"
+
+    def __init__(
+        self,
+        half_life_s: float = 14 * 86400.0,
+        trend_half_life_s: float = 3 * 86400.0,
+        w_collab: float = 1.0,
+        w_content: float = 0.6,
+        w_trend: float = 0.4,
+        history: int = 20,
+        neighbours: int = 100,
+        taste_features: int = 64,
+        index_per_feature: int = 200,
+    ) -> None:
+        self.half_life_s = half_life_s
+        self.trend_half_life_s = trend_half_life_s
+        self.w_collab = w_collab
+        self.w_content = w_content
+        self.w_trend = w_trend
+        self.history = history
+        self.neighbours = neighbours
+        self.taste_features = taste_features
+        self.index_per_feature = index_per_feature
+        self._words = BagOfWords(lowercase=True, stop_words=set(STOP_WORDS))
+        self._items: dict[str, dict[str, float]] = {}
+        self._item_ts: dict[str, float] = {}
+        self._index: dict[str, deque] = {}
+        self._co: dict[str, dict[str, float]] = {}
+        self._engaged: dict[str, float] = {}  # item -> number of positive engagements
+        self._users: dict[str, _User] = {}
+        self.trend = Popularity(half_life_s=trend_half_life_s)
+
+    # --- learning -----------------------------------------------------------------------
+
+    def features(self, item: ItemInfo) -> dict[str, float]:
+        """Item -> sparse unit-length feature vector."""
+        feats: dict[str, float] = {}
+        if item.category:
+            feats[f"cat:{item.category.lower()}"] = 2.0
+        for tag in item.tags:
+            feats[f"tag:{tag.lower()}"] = 1.0
+        if item.source:
+            feats[f"src:{item.source.lower()}"] = 0.5
+        if item.text:
+            words = self._words.transform_one(item.text)
+            for word in heapq.nlargest(20, words, key=lambda w: (words[w], w)):
+                if len(word) > 2 and not word.isdigit():
+                    feats[f"w:{word}"] = 0.3
+        norm = math.sqrt(sum(v * v for v in feats.values())) or 1.0
+        return {f: v / norm for f, v in feats.items()}
+
+    def learn_item(self, item: ItemInfo) -> None:
+        self.trend.learn_item(item)
+        old = self._items.get(item.item_id)
+        feats = self.features(item)
+        self._items[item.item_id] = feats
+        self._item_ts.setdefault(item.item_id, item.ts)
+        for f in feats:
+            if old is not None and f in old:
+                continue
+            index = self._index.get(f)
+            if index is None:
+                index = self._index[f] = deque(maxlen=self.index_per_feature)
+            index.append(item.item_id)
+
+    def retract_item(self, item_id: str) -> None:
+        self.trend.retract_item(item_id)
+        self._items.pop(item_id, None)
+
+    def _user(self, user_id: str) -> _User:
+        user = self._users.get(user_id)
+        if user is None:
+            user = self._users[user_id] = _User()
+        return user
+
+    def _decay_taste(self, user: _User, ts: float) -> None:
+        if user.taste and ts > user.taste_ts:
+            factor = 2.0 ** (-(ts - user.taste_ts) / self.half_life_s)
+            for f in user.taste:
+                user.taste[f] *= factor
+        user.taste_ts = max(user.taste_ts, ts)
+
+    def learn_preference(self, user_id: str, interests: Mapping[str, float], ts: float) -> None:
+        user = self._user(user_id)
+        self._decay_taste(user, ts)
+        for name, weight in interests.items():
+            key = name.lower()
+            user.declared[key] = weight
+            for feature in (f"cat:{key}", f"tag:{key}"):
+                user.taste[feature] = user.taste.get(feature, 0.0) + weight
+
+    def learn_interaction(self, user_id: str, item_id: str, signal: float, ts: float) -> None:
+        if signal == 0:
+            return
+        user = self._user(user_id)
+        self.trend.learn_interaction(user_id, item_id, signal, ts)
+        previous = user.seen.get(item_id)
+        user.seen[item_id] = signal if previous is None else max(previous, signal) if signal > 0 else signal
+        self._decay_taste(user, ts)
+        feats = self._items.get(item_id)
+        if feats:
+            for f, x in feats.items():
+                user.taste[f] = user.taste.get(f, 0.0) + signal * x
+            if len(user.taste) > 2 * self.taste_features:
+                keep = heapq.nlargest(self.taste_features, user.taste.items(), key=lambda kv: abs(kv[1]))
+                user.taste = dict(keep)
+        if signal > 0 and previous is None:
+            # First positive engagement with the item: count it and pair it with the
+            # user's recent positives (repeats would inflate pairs of heavy users).
+            self._engaged[item_id] = self._engaged.get(item_id, 0.0) + 1.0
+            for other, _, other_ts in user.recent:
+                if other == item_id:
+                    continue
+                w = 2.0 ** (-abs(ts - other_ts) / self.half_life_s)
+                self._pair(other, item_id, w)
+                self._pair(item_id, other, w)
+            user.recent.append((item_id, signal, ts))
+            while len(user.recent) > self.history:
+                user.recent.popleft()
+
+    def _pair(self, a: str, b: str, w: float) -> None:
+        row = self._co.get(a)
+        if row is None:
+            row = self._co[a] = {}
+        row[b] = row.get(b, 0.0) + w
+        if len(row) > 2 * self.neighbours:
+            self._co[a] = dict(heapq.nlargest(self.neighbours, row.items(), key=lambda kv: kv[1]))
+
+    def forget_user(self, user_id: str) -> None:
+        # Co-engagement pairs and popularity are anonymous aggregates and stay.
+        self._users.pop(user_id, None)
+
+    # --- reading ------------------------------------------------------------------------
+
+    def knows(self, user_id: str) -> bool:
+        return user_id in self._users
+
+    def seen_by(self, user_id: str) -> set[str]:
+        user = self._users.get(user_id)
+        return set(user.seen) if user else set()
+
+    def _servable(self, item_id: str, now: float) -> bool:
+        return item_id in self._items and self.trend.servable(item_id, now)
+
+    def rank(self, user_id: str, k: int, now: float, exclude: Iterable[str] = ()) -> list[Scored]:
+        user = self._users.get(user_id)
+        excluded = set(exclude)
+        if user is not None:
+            # Dislikes and hides, not mere ignored impressions.
+            excluded.update(i for i, s in user.seen.items() if s <= -1)
+        candidates: dict[str, dict[str, float]] = {}
+
+        def candidate(item_id: str) -> dict[str, float] | None:
+            if item_id in excluded:
+                return None
+            parts = candidates.get(item_id)
+            if parts is None:
+                if not self._servable(item_id, now):
+                    excluded.add(item_id)
+                    return None
+                parts = candidates[item_id] = {"collab": 0.0, "content": 0.0, "trend": 0.0}
+            return parts
+
+        because: dict[str, tuple[float, str]] = {}
+        if user is not None:
+            for source, signal, ts in user.recent:
+                weight = signal * 2.0 ** (-max(0.0, now - ts) / self.half_life_s)
+                n_source = self._engaged.get(source, 1.0)
+                for other, co in self._co.get(source, {}).items():
+                    parts = candidate(other)
+                    if parts is None:
+                        continue
+                    vote = weight * co / math.sqrt(n_source * self._engaged.get(other, 1.0))
+                    parts["collab"] += vote
+                    if vote > because.get(other, (0.0, ""))[0]:
+                        because[other] = (vote, source)
+            taste = self._current_taste(user, now)
+            if taste:
+                for f, _ in heapq.nlargest(8, taste.items(), key=lambda kv: kv[1]):
+                    for item_id in self._index.get(f, ()):
+                        candidate(item_id)
+                for item_id, parts in candidates.items():
+                    feats = self._items[item_id]
+                    parts["content"] = sum(taste.get(f, 0.0) * x for f, x in feats.items())
+        for item_id, _ in self.trend.top(max(50, 2 * k), now, excluded):
+            candidate(item_id)
+        if not candidates:
+            return []
+        for item_id, parts in candidates.items():
+            parts["trend"] = self.trend.log_score(item_id, now)
+        top = {name: max((p[name] for p in candidates.values()), default=0.0) for name in ("collab", "content", "trend")}
+        weights = {"collab": self.w_collab, "content": self.w_content, "trend": self.w_trend}
+        scored = []
+        for item_id, parts in candidates.items():
+            scaled = {n: (parts[n] / top[n] if top[n] > 0 else 0.0) for n in parts}
+            contributions = {n: weights[n] * max(scaled[n], -1.0) for n in scaled}
+            scored.append((sum(contributions.values()), item_id, contributions))
+        best = heapq.nlargest(k, scored, key=lambda t: (t[0], t[1]))
+        return [
+            Scored(item_id, round(score, 6), self._reason(item_id, contributions, because, user), contributions)
+            for score, item_id, contributions in best
+        ]
+
+    def _current_taste(self, user: _User, now: float) -> dict[str, float]:
+        if not user.taste:
+            return {}
+        factor = 2.0 ** (-max(0.0, now - user.taste_ts) / self.half_life_s)
+        norm = math.sqrt(sum(v * v for v in user.taste.values())) or 1.0
+        return {f: v * factor / norm for f, v in user.taste.items()}
+
+    def _reason(
+        self, item_id: str, contributions: dict[str, float], because: dict[str, tuple[float, str]], user: _User | None
+    ) -> str:
+        main = max(contributions, key=lambda n: contributions[n])
+        if main == "collab" and item_id in because:
+            return f"because you liked {because[item_id][1]}"
+        if main == "content" and user is not None:
+            feats = self._items[item_id]
+            taste = user.taste
+            best = max(feats, key=lambda f: taste.get(f, 0.0) * feats[f])
+            kind, _, name = best.partition(":")
+            if name in user.declared:
+                return f"new in your interest {name}"
+            label = {"cat": "category", "tag": "tag", "src": "source", "w": "topic"}.get(kind, kind)
+            return f"matches your {label} {name}"
+        return "trending"

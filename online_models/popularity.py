@@ -1,0 +1,111 @@
+"""Popularity baselines: global counts, and counts decayed by event time.
+
+Both rank the items with the most positive interactions that are still servable (known,
+not retracted, not past their deadline). They are the yardstick every other recommender
+is measured against, and the cold-start fallback.
+
+>>> from online_models.popularity import Popularity
+>>> model = Popularity()
+>>> for user, item in [("a", "x"), ("b", "x"), ("b", "y")]:
+...     model.learn_interaction(user, item, 1.0, ts=0.0)
+>>> [s.item_id for s in model.rank("c", k=2, now=1.0)]
+['x', 'y']
+>>> [s.item_id for s in model.rank("b", k=2, now=1.0, exclude={"x"})]
+['y']
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable
+
+from online_models.base import ItemInfo, Recommender, Scored
+
+
+class Popularity(Recommender):
+    """Ranks items by their number of positive interactions.
+
+    Parameters
+    ----------
+    half_life_s
+        When set, each interaction's weight halves every ``half_life_s`` seconds of event
+        time (recency-decayed popularity, i.e. trending). ``None`` counts forever.
+    """
+
+    version = "1"
+
+    def __init__(self, half_life_s: float | None = None) -> None:
+        self.half_life_s = half_life_s
+        # Scores are kept in units of "weight at time ref", so decay is one multiplication
+        # at read time instead of touching every item at every event.
+        self._scores: dict[str, float] = {}
+        self._ref = 0.0
+        self._deadlines: dict[str, float] = {}
+        self._retracted: set[str] = set()
+
+    def _boost(self, ts: float) -> float:
+        if self.half_life_s is None:
+            return 1.0
+        exponent = (ts - self._ref) / self.half_life_s
+        if exponent > 500:  # rebase before the boost overflows a float
+            factor = 2.0 ** (-exponent)
+            self._scores = {i: s * factor for i, s in self._scores.items()}
+            self._ref = ts
+            exponent = 0.0
+        return 2.0**exponent
+
+    def learn_item(self, item: ItemInfo) -> None:
+        if item.deadline is not None:
+            self._deadlines[item.item_id] = item.deadline
+        self._retracted.discard(item.item_id)
+
+    def retract_item(self, item_id: str) -> None:
+        self._retracted.add(item_id)
+        self._scores.pop(item_id, None)
+
+    def learn_interaction(self, user_id: str, item_id: str, signal: float, ts: float) -> None:
+        if signal <= 0 or item_id in self._retracted:
+            return
+        self._scores[item_id] = self._scores.get(item_id, 0.0) + self._boost(ts)
+
+    def score(self, item_id: str, now: float) -> float:
+        """Decayed count at ``now`` (plain count without a half-life)."""
+        raw = self._scores.get(item_id, 0.0)
+        if self.half_life_s is None:
+            return raw
+        return raw * 2.0 ** ((self._ref - now) / self.half_life_s)
+
+    def servable(self, item_id: str, now: float) -> bool:
+        deadline = self._deadlines.get(item_id)
+        return item_id not in self._retracted and (deadline is None or deadline >= now)
+
+    def top(self, n: int, now: float, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        """The n best (item, score) pairs, servable and not excluded."""
+        excluded = set(exclude)
+        best = heapq.nlargest(
+            n + len(excluded) + 16,
+            self._scores.items(),
+            key=lambda kv: kv[1],
+        )
+        out = []
+        for item_id, _ in best:
+            if item_id in excluded or not self.servable(item_id, now):
+                continue
+            out.append((item_id, self.score(item_id, now)))
+            if len(out) == n:
+                break
+        if len(out) < n and len(best) < len(self._scores):
+            # Many exclusions or expiries: fall back to a full pass.
+            ranked = sorted(self._scores.items(), key=lambda kv: kv[1], reverse=True)
+            out = [
+                (i, self.score(i, now)) for i, _ in ranked if i not in excluded and self.servable(i, now)
+            ][:n]
+        return out
+
+    def rank(self, user_id: str, k: int, now: float, exclude: Iterable[str] = ()) -> list[Scored]:
+        reason = "trending" if self.half_life_s else "popular"
+        return [Scored(i, s, reason) for i, s in self.top(k, now, exclude)]
+
+    def log_score(self, item_id: str, now: float) -> float:
+        return math.log1p(self.score(item_id, now))
