@@ -3,7 +3,7 @@
 ``eddy up`` runs the whole embedded stack on this machine; ``eddy worker`` and ``eddy api``
 run one part each (as in production); ``eddy simulate`` streams a demo workload into the
 API; ``eddy topics`` declares the Kafka topics; ``eddy schemas`` exports the event
-contracts as JSON Schema.
+contracts as JSON Schema; ``eddy evaluate`` replays a file of events test-then-train.
 """
 
 from __future__ import annotations
@@ -115,6 +115,23 @@ def schemas(
     else:
         out.write_text(text)
         console.print(f"wrote {out}")
+
+
+@cli.command()
+def evaluate(
+    events_file: Annotated[Path, typer.Argument(help="JSON lines: one event per line, as POSTed to the API.")],
+    k: Annotated[int, typer.Option(help="Length of each ranked list.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Replay a file of events test-then-train; compare Eddy with popularity baselines.
+
+    Events are sorted by event time. Every positive interaction (click, like, save, view,
+    rate >= 4) on an item new to the user is a target, ranked before it is learned.
+    """
+    from deploy.evaluate import run_evaluation
+
+    code = run_evaluation(events_file, k=k, as_json=as_json, console=console)
+    raise typer.Exit(code)
 
 
 @cli.command()
