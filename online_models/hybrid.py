@@ -12,8 +12,10 @@ Three signals, each learned one event at a time with event-time decay:
 * **trending** — recency-decayed popularity, the prior for everyone and the whole answer
   for a user Eddy knows nothing about.
 
-Scores are blended after scaling each signal to [0, 1] over the candidates. Each item
-gets the reason of the signal that contributed most. ``rank`` reads only.
+Scores are blended after scaling each signal to [0, 1] over the candidates, plus two
+interactions of signals: *match* (content × trending: popular within the user's taste)
+and *fresh* (content × the item's newness). Each item gets the reason of the signal that
+contributed most. ``rank`` reads only.
 
 >>> from online_models.base import ItemInfo
 >>> from online_models.hybrid import HybridRecommender
@@ -22,8 +24,8 @@ gets the reason of the signal that contributed most. ``rank`` reads only.
 >>> model.learn_item(ItemInfo("jazz-1", category="music", tags=("jazz",), ts=0.0))
 >>> model.learn_item(ItemInfo("oil-2", category="painting", tags=("oil",), ts=1.0))
 >>> model.learn_interaction("ann", "oil-1", 2.0, ts=2.0)
->>> [s.item_id for s in model.rank("ann", k=2, now=3.0, exclude={"oil-1"})]
-['oil-2', 'jazz-1']
+>>> [(s.item_id, s.reason) for s in model.rank("ann", k=2, now=3.0, exclude={"oil-1"})]
+[('oil-2', 'new in your interest painting')]
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ class HybridRecommender(Recommender):
         Half-life of the trending (decayed popularity) signal.
     w_collab, w_content, w_trend
         Blend weights of the three signals, each scaled to [0, 1] over the candidates.
+    w_match
+        Weight of content × trending, so that what is popular within a user's taste
+        outranks what is popular elsewhere.
+    w_fresh, fresh_half_life_s
+        Bonus for new items that match the user's taste (content scaled, halving every
+        ``fresh_half_life_s`` of the item's age), so that new items get seen before their
+        first click.
     history
         How many recent positives of a user vote for their neighbours.
     neighbours
@@ -81,9 +90,12 @@ class HybridRecommender(Recommender):
         self,
         half_life_s: float = 14 * 86400.0,
         trend_half_life_s: float = 3 * 86400.0,
-        w_collab: float = 1.0,
+        w_collab: float = 0.5,
         w_content: float = 0.6,
         w_trend: float = 0.4,
+        w_fresh: float = 0.5,
+        w_match: float = 2.0,
+        fresh_half_life_s: float = 86400.0,
         history: int = 20,
         neighbours: int = 100,
         taste_features: int = 64,
@@ -94,6 +106,9 @@ class HybridRecommender(Recommender):
         self.w_collab = w_collab
         self.w_content = w_content
         self.w_trend = w_trend
+        self.w_fresh = w_fresh
+        self.w_match = w_match
+        self.fresh_half_life_s = fresh_half_life_s
         self.history = history
         self.neighbours = neighbours
         self.taste_features = taste_features
@@ -172,7 +187,9 @@ class HybridRecommender(Recommender):
         user = self._user(user_id)
         self.trend.learn_interaction(user_id, item_id, signal, ts)
         previous = user.seen.get(item_id)
-        user.seen[item_id] = signal if previous is None else max(previous, signal) if signal > 0 else signal
+        # Remember the strongest positive, or the latest negative: a like after an
+        # impression is a like; a hide after a click is a hide.
+        user.seen[item_id] = signal if previous is None or signal < 0 else max(previous, signal)
         self._decay_taste(user, ts)
         feats = self._items.get(item_id)
         if feats:
@@ -181,7 +198,7 @@ class HybridRecommender(Recommender):
             if len(user.taste) > 2 * self.taste_features:
                 keep = heapq.nlargest(self.taste_features, user.taste.items(), key=lambda kv: abs(kv[1]))
                 user.taste = dict(keep)
-        if signal > 0 and previous is None:
+        if signal > 0 and (previous is None or previous <= 0):
             # First positive engagement with the item: count it and pair it with the
             # user's recent positives (repeats would inflate pairs of heavy users).
             self._engaged[item_id] = self._engaged.get(item_id, 0.0) + 1.0
@@ -271,6 +288,9 @@ class HybridRecommender(Recommender):
         for item_id, parts in candidates.items():
             scaled = {n: (parts[n] / top[n] if top[n] > 0 else 0.0) for n in parts}
             contributions = {n: weights[n] * max(scaled[n], -1.0) for n in scaled}
+            age = max(0.0, now - self._item_ts.get(item_id, now))
+            contributions["match"] = self.w_match * max(scaled["content"], 0.0) * scaled["trend"]
+            contributions["fresh"] = self.w_fresh * max(scaled["content"], 0.0) * 2.0 ** (-age / self.fresh_half_life_s)
             scored.append((sum(contributions.values()), item_id, contributions))
         best = heapq.nlargest(k, scored, key=lambda t: (t[0], t[1]))
         return [
@@ -291,12 +311,14 @@ class HybridRecommender(Recommender):
         main = max(contributions, key=lambda n: contributions[n])
         if main == "collab" and item_id in because:
             return f"because you liked {because[item_id][1]}"
-        if main == "content" and user is not None:
+        if main in ("content", "fresh", "match") and user is not None:
             feats = self._items[item_id]
             taste = user.taste
             best = max(feats, key=lambda f: taste.get(f, 0.0) * feats[f])
             kind, _, name = best.partition(":")
-            if name in user.declared:
+            if main == "match":
+                return f"popular in {name}"
+            if contributions.get("fresh", 0.0) >= 0.5 * self.w_fresh > 0:
                 return f"new in your interest {name}"
             label = {"cat": "category", "tag": "tag", "src": "source", "w": "topic"}.get(kind, kind)
             return f"matches your {label} {name}"
