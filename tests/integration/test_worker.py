@@ -118,8 +118,8 @@ def state(stack: Stack) -> dict:
     return dump
 
 
-def test_same_events_delivered_twice_leave_redis_as_once(stack: Stack) -> None:
-    events = mixed_events(1_000)
+def apply_once(stack: Stack, events: list[tuple[str, dict]]) -> dict:
+    """Run a worker over the events until they are all applied; the resulting state."""
     stack.start_worker()
     produce_mixed(stack, events)
     for topic in TOPICS:
@@ -128,6 +128,12 @@ def test_same_events_delivered_twice_leave_redis_as_once(stack: Stack) -> None:
     time.sleep(1.5)  # one popular-list refresh after the last event
     once = state(stack)
     assert len(once) > 100
+    return once
+
+
+def test_same_events_delivered_twice_leave_redis_as_once(stack: Stack) -> None:
+    events = mixed_events(1_000)
+    once = apply_once(stack, events)
 
     produce_mixed(stack, events)  # a producer retry: same event_ids, new offsets
     wait_caught_up(stack, TOPICS)
@@ -136,14 +142,7 @@ def test_same_events_delivered_twice_leave_redis_as_once(stack: Stack) -> None:
 
 
 def test_replay_of_the_whole_log_by_a_new_group_changes_nothing(stack: Stack) -> None:
-    events = mixed_events(1_000)
-    stack.start_worker()
-    produce_mixed(stack, events)
-    for topic in TOPICS:
-        stack.wait_applied(topic, sum(t == topic for t, _ in events))
-    wait_caught_up(stack, TOPICS)
-    time.sleep(1.5)
-    once = state(stack)
+    once = apply_once(stack, mixed_events(1_000))
     stack.children.stop()
 
     # A second consumer group reads every record again from offset 0: full redelivery.
