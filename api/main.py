@@ -15,7 +15,7 @@ from fastapi.responses import ORJSONResponse
 
 from api.metrics import REQUEST_SECONDS
 from api.producer import EventProducer
-from api.routes import events, health, reads
+from api.routes import events, health, reads, recommendations
 from schemas.keys import Keys
 from schemas.settings import Settings, get_settings
 
@@ -77,4 +77,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(reads.router)
+    app.include_router(recommendations.router)
     return app

@@ -36,6 +36,11 @@ class Keys:
         return f"{self.prefix}usercounts:{user_id}"
 
     @property
+    def catalogue(self) -> str:
+        """Stream: every item event in order, so each worker can hold the whole catalogue."""
+        return f"{self.prefix}catalogue"
+
+    @property
     def popular(self) -> str:
         """Sorted set: item -> count of positive interactions (cold-start fallback)."""
         return f"{self.prefix}popular"
@@ -59,7 +64,7 @@ class Keys:
 
     @property
     def models(self) -> str:
-        """JSON: the models that serve and their versions."""
+        """Hash: worker -> JSON of its recommender's version and online metrics (mergeable counts)."""
         return f"{self.prefix}models"
 
     @property

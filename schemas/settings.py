@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(
         65_536, ge=256, description="Largest accepted encoded event; larger ones are dead-lettered."
     )
+    recs_k: int = Field(50, ge=1, le=500, description="Items kept in each user's ready-to-serve list.")
+    diversity_max_share: float = Field(
+        0.5, gt=0, le=1, description="Most a list's items that may share a category or a source (1 = off)."
+    )
+    refresh_interval_s: float = Field(
+        2.0, gt=0, description="How often lists of active users are refreshed after catalogue changes."
+    )
+    refresh_active_users: int = Field(
+        5_000, ge=0, description="How many recently active users get refreshed lists when items arrive."
+    )
     popular_k: int = Field(100, ge=1, le=10_000, description="Length of the cold-start popular list.")
     popularity_half_life_s: float = Field(
         7 * 24 * 3600.0, gt=0, description="Half-life of the recency-decayed popularity."

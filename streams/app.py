@@ -7,10 +7,12 @@ worker entry point is ``eddy worker`` (see ``deploy/cli.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ from schemas.keys import Keys
 from schemas.settings import Settings
 from schemas.topics import DEAD_LETTERS, TopicSpec
 from streams import metrics
-from streams.pipeline import DeadLetter, EffectFn, apply_batch, decode_batch, with_redis_retry
+from streams.pipeline import DeadLetter, EffectFn, FinishFn, apply_batch, decode_batch, with_redis_retry
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,22 @@ class WorkerContext:
         for fut in futures:
             await fut
 
-    def consume(self, spec: TopicSpec, effect: EffectFn, *, name: str) -> None:
-        """Declare an agent that applies ``effect`` to every valid event of ``spec``'s topic."""
+    def consume(
+        self,
+        spec: TopicSpec,
+        effect: EffectFn,
+        *,
+        name: str,
+        finish: FinishFn | None = None,
+        before: Callable[[], Awaitable[None]] | None = None,
+        lock: asyncio.Lock | None = None,
+    ) -> None:
+        """Declare an agent that applies ``effect`` to every valid event of ``spec``'s topic.
+
+        ``finish`` runs after each batch's events (in the same atomic write); ``before``
+        is awaited ahead of each batch; ``lock`` is held while a batch is handled.
+        """
+        lock = lock or asyncio.Lock()
         allowed = frozenset(spec.types)
         settings = self.settings
         topic_name = spec.full_name(settings)
@@ -77,7 +93,10 @@ class WorkerContext:
                 batch.append(manual.current_event)
                 if len(batch) >= settings.batch_max or manual.channel.empty():
                     with metrics.BATCH_SECONDS.labels(topic_name).time():
-                        await self.handle(batch, allowed, effect, topic_name)
+                        async with lock:
+                            if before is not None:
+                                await before()
+                            await self.handle(batch, allowed, effect, topic_name, finish)
                     for done in batch:
                         await manual.ack(done)
                     batch = []
@@ -91,7 +110,12 @@ class WorkerContext:
         )(agent)
 
     async def handle(
-        self, batch: list[faust.EventT], allowed: frozenset[str], effect: EffectFn, topic_name: str
+        self,
+        batch: list[faust.EventT],
+        allowed: frozenset[str],
+        effect: EffectFn,
+        topic_name: str,
+        finish: FinishFn | None = None,
     ) -> None:
         records = [ev.message for ev in batch]
         decoded = decode_batch(records, allowed_types=allowed, max_bytes=self.settings.max_event_bytes)
@@ -104,6 +128,7 @@ class WorkerContext:
             effect,
             topic=topic_name,
             dedupe_ttl_s=self.settings.dedupe_ttl_s,
+            finish=finish,
         )
         metrics.RECORDS.labels(topic_name).inc(len(records))
         metrics.APPLIED.labels(topic_name).inc(result.applied)
@@ -113,7 +138,7 @@ class WorkerContext:
 
 def create_app(settings: Settings) -> faust.App:
     """The worker's Faust app with every agent registered."""
-    from streams import bids, interactions, items, scraping
+    from streams import bids, interactions, items, recommend, scraping
 
     app = faust.App(
         settings.consumer_group,
@@ -140,7 +165,7 @@ def create_app(settings: Settings) -> faust.App:
         dead_letters_topic=None,  # type: ignore[arg-type]
     )
     ctx.dead_letters_topic = ctx.topic(DEAD_LETTERS)
-    for module in (items, interactions, scraping, bids):
+    for module in (items, interactions, recommend, scraping, bids):
         module.register(ctx)
 
     @app.on_partitions_assigned.connect

@@ -42,6 +42,7 @@ class Coalescer:
 
     def __init__(self) -> None:
         self._keys: dict[str, _KeyOps] = {}
+        self._appends: list[tuple[Any, ...]] = []
 
     def _ops(self, name: str) -> _KeyOps:
         ops = self._keys.get(name)
@@ -107,6 +108,11 @@ class Coalescer:
             ops.zset.pop(value, None)
             ops.zrem.add(value)
 
+    def xadd(self, name: str, fields: dict[str, Any], maxlen: int | None = None) -> None:
+        """Append to a stream. Appends are never folded; they run last, in call order."""
+        cap = ("MAXLEN", "~", maxlen) if maxlen else ()
+        self._appends.append(("XADD", name, *cap, "*", *(x for kv in fields.items() for x in kv)))
+
     # --- replay -------------------------------------------------------------------------
 
     def commands(self) -> list[tuple[Any, ...]]:
@@ -133,6 +139,7 @@ class Coalescer:
             for member, (kind, amount) in ops.zset.items():
                 if kind == _INCR:
                     out.append(("ZINCRBY", name, amount, member))
+        out.extend(self._appends)
         return out
 
 

@@ -15,7 +15,6 @@ import orjson
 
 from schemas.events import InteractionEvent, PreferenceEvent, UserDeletedEvent
 from schemas.keys import Keys
-from schemas.topics import INTERACTIONS
 from streams.pipeline import Effects, with_redis_retry
 
 log = logging.getLogger(__name__)
@@ -81,8 +80,8 @@ async def refresh_popular(redis, keys: Keys, k: int, now: float | None = None) -
 
 
 def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import cycle)
-    ctx.consume(INTERACTIONS, apply_user_event, name="learn_from_interactions")
-
+    # The interactions agent itself is the recommender's (streams/recommend.py), which
+    # applies these counters along with its learning.
     @ctx.app.timer(interval=1.0)
     async def publish_popular() -> None:
         await with_redis_retry(

@@ -132,10 +132,13 @@ class Effects(Protocol):
     def zincrby(self, name: str, amount: float, value: str) -> Any: ...
     def zrem(self, name: str, *values: str) -> Any: ...
     def zadd(self, name: str, mapping: dict[str, float]) -> Any: ...
+    def xadd(self, name: str, fields: dict[str, Any], maxlen: int | None = None) -> Any: ...
 
 
 #: Records the Redis writes of one event (on a Coalescer, or any object with these methods).
 EffectFn = Callable[[Effects, Event, Keys], None]
+#: Records the writes that follow a whole batch (given its fresh events).
+FinishFn = Callable[[Effects, Sequence[Event], Keys], None]
 
 
 async def with_redis_retry(what: str, op: Callable[[], Awaitable[Any]]) -> Any:
@@ -206,6 +209,7 @@ async def apply_batch(
     topic: str,
     dedupe_ttl_s: int,
     now: float | None = None,
+    finish: FinishFn | None = None,
 ) -> BatchResult:
     """Apply the net effects of the batch's new events and remember their ids, atomically."""
     result = BatchResult()
@@ -234,6 +238,8 @@ async def apply_batch(
     effects = Coalescer()
     for event in fresh:
         effect(effects, event, keys)
+    if finish is not None:
+        finish(effects, fresh, keys)
 
     commands = effects.commands()
     fresh_ids = [e.event_id for e in fresh]

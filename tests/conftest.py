@@ -7,6 +7,7 @@ so tests sharing the broker and Redis never see each other's events.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,18 +31,48 @@ def children(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Children]:
     kids.stop()
 
 
+def _use_docker() -> bool:
+    """EDDY_TEST_BACKEND=docker runs the suite on containers (Apache Kafka, Redis) instead
+    of the local binaries; without a Docker engine those tests skip cleanly."""
+    return os.environ.get("EDDY_TEST_BACKEND", "binaries") == "docker"
+
+
+def _docker_or_skip() -> None:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception as exc:  # no engine, no socket, no permission: all mean "skip"
+        pytest.skip(f"EDDY_TEST_BACKEND=docker but no Docker engine answers: {exc}")
+
+
 @pytest.fixture(scope="session")
-def broker(children: Children) -> str:
+def broker(children: Children) -> Iterator[str]:
+    if _use_docker():
+        _docker_or_skip()
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
     port = free_port()
     children.start_broker(port)
-    return f"127.0.0.1:{port}"
+    yield f"127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")
-def redis_url(children: Children, tmp_path_factory: pytest.TempPathFactory) -> str:
+def redis_url(children: Children, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if _use_docker():
+        _docker_or_skip()
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7-alpine") as redis_container:
+            host = redis_container.get_container_host_ip()
+            yield f"redis://{host}:{redis_container.get_exposed_port(6379)}/0"
+        return
     port = free_port()
     children.start_redis(port, tmp_path_factory.mktemp("redis"))
-    return f"redis://127.0.0.1:{port}/0"
+    yield f"redis://127.0.0.1:{port}/0"
 
 
 class Stack:

@@ -13,11 +13,12 @@ from schemas.events import ID_PATTERN, MAX_ID_LENGTH
 
 router = APIRouter(prefix="/api", tags=["read model"], dependencies=[Depends(require_read_key)])
 
+ACTIONS = ("impression", "click", "view", "like", "dislike", "rate", "save", "hide")
 IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
 LabelPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 
-async def _read(coro: Any) -> Any:
+async def read_model(coro: Any) -> Any:
     try:
         return await coro
     except HTTPException:
@@ -26,7 +27,7 @@ async def _read(coro: Any) -> Any:
         raise HTTPException(503, f"read model unavailable: {type(exc).__name__}") from exc
 
 
-def _decode_hash(raw: dict[bytes, bytes]) -> dict[str, Any]:
+def decode_hash(raw: dict[bytes, bytes]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in raw.items():
         text = v.decode()
@@ -40,7 +41,7 @@ def _decode_hash(raw: dict[bytes, bytes]) -> dict[str, Any]:
 @router.get("/items/{item_id}")
 async def get_item(item_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
     """An item as last scraped or published."""
-    doc = await _read(redis.get(keys.item(item_id)))
+    doc = await read_model(redis.get(keys.item(item_id)))
     if doc is None:
         raise HTTPException(404, f"unknown item {item_id!r}")
     return ORJSONResponse(orjson.loads(doc))
@@ -51,7 +52,7 @@ async def get_popular(
     redis: RedisDep, keys: KeysDep, k: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> ORJSONResponse:
     """The most positively received items that can still be served."""
-    doc = await _read(redis.get(keys.popular_list))
+    doc = await read_model(redis.get(keys.popular_list))
     data = orjson.loads(doc) if doc else {"items": [], "updated_at": None}
     return ORJSONResponse({"items": data["items"][:k], "updated_at": data["updated_at"]})
 
@@ -59,12 +60,12 @@ async def get_popular(
 @router.get("/users/{user_id}/counts")
 async def get_user_counts(user_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
     """A user's interaction counts by action and declared interests."""
-    raw = await _read(redis.hgetall(keys.user_counts(user_id)))
+    raw = await read_model(redis.hgetall(keys.user_counts(user_id)))
     if not raw:
         raise HTTPException(404, f"unknown user {user_id!r}")
-    fields = _decode_hash(raw)
+    fields = decode_hash(raw)
     interests = {k[5:]: v for k, v in fields.items() if k.startswith("pref:")}
-    counts = {k: v for k, v in fields.items() if not k.startswith("pref:") and k != "last_ts"}
+    counts = {k: v for k, v in fields.items() if k in ACTIONS}
     return ORJSONResponse(
         {"user_id": user_id, "counts": counts, "interests": interests, "last_ts": fields.get("last_ts")}
     )
@@ -73,11 +74,11 @@ async def get_user_counts(user_id: IdPath, redis: RedisDep, keys: KeysDep) -> OR
 @router.get("/strategies/{domain}/stats")
 async def get_strategy_stats(domain: LabelPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
     """Attempt, success and error counters of every strategy tried on a domain."""
-    raw = await _read(redis.hgetall(keys.strategy(domain)))
+    raw = await read_model(redis.hgetall(keys.strategy(domain)))
     if not raw:
         raise HTTPException(404, f"no scrape attempts seen for domain {domain!r}")
     strategies: dict[str, dict[str, Any]] = {}
-    for field, value in _decode_hash(raw).items():
+    for field, value in decode_hash(raw).items():
         strategy, _, counter = field.partition(":")
         strategies.setdefault(strategy, {})[counter] = value
     for stats in strategies.values():
@@ -89,10 +90,10 @@ async def get_strategy_stats(domain: LabelPath, redis: RedisDep, keys: KeysDep) 
 @router.get("/bids/{bid_id}")
 async def get_bid(bid_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
     """A bid and, once it has landed, its outcome."""
-    raw = await _read(redis.hgetall(keys.bid(bid_id)))
+    raw = await read_model(redis.hgetall(keys.bid(bid_id)))
     if not raw:
         raise HTTPException(404, f"unknown bid {bid_id!r}")
-    fields = _decode_hash(raw)
+    fields = decode_hash(raw)
     won = fields.get("won")
     return ORJSONResponse(
         {

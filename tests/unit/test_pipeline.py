@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from unittest.mock import call, create_autospec
 
 import orjson
-from redis.asyncio.client import Pipeline
 
 from schemas.events import validate_event
 from schemas.keys import Keys
 from streams.bids import apply_bid_event
+from streams.coalesce import Coalescer
 from streams.interactions import apply_user_event, polarity
 from streams.items import apply_item
 from streams.pipeline import decode_batch
@@ -44,8 +44,8 @@ def test_decode_batch_fills_ids_and_separates_dead_letters() -> None:
     assert letter["raw_base64"] == "ew==" and letter["key"] == "k"
 
 
-def fake_pipe() -> Pipeline:
-    return create_autospec(Pipeline, instance=True, spec_set=True)
+def fake_pipe() -> Coalescer:
+    return create_autospec(Coalescer, instance=True, spec_set=True)
 
 
 def test_interaction_effects() -> None:
@@ -72,8 +72,13 @@ def test_forget_me_deletes_the_users_keys() -> None:
 
 def test_retracted_item_leaves_catalogue_and_popular() -> None:
     pipe = fake_pipe()
-    apply_item(pipe, validate_event({"type": "item", "item_id": "i", "retracted": True}), K)
-    assert pipe.mock_calls == [call.delete("t:item:i"), call.zrem("t:popular", "i")]
+    apply_item(pipe, validate_event({"type": "item", "event_id": "e", "ts": 1, "item_id": "i", "retracted": True}), K)
+    doc = b'{"event_id":"e","ts":1.0,"type":"item","item_id":"i","tags":[],"retracted":true,"attributes":{}}'
+    assert pipe.mock_calls == [
+        call.xadd("t:catalogue", {"item": doc}, maxlen=200_000),
+        call.delete("t:item:i"),
+        call.zrem("t:popular", "i"),
+    ]
 
 
 def test_failed_attempt_counts_errors_and_streak() -> None:

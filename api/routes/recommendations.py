@@ -1,0 +1,239 @@
+"""Recommendations, profiles, 'forget me' and the recommender's live quality."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi.responses import ORJSONResponse
+from ulid import ULID
+
+from api.deps import KeysDep, ProducerDep, RedisDep, SettingsDep, require_producer_key, require_read_key
+from api.producer import ProducerUnavailable
+from api.routes.reads import ACTIONS, IdPath, decode_hash, read_model
+from online_models.base import Scored
+from online_models.diversity import diversify
+from schemas.events import ID_PATTERN, MAX_ID_LENGTH, UserDeletedEvent
+
+router = APIRouter(prefix="/api", tags=["recommendations"])
+
+UserQuery = Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+IdList = Annotated[str, Query(max_length=20_000, pattern=r"^[A-Za-z0-9_.:@+\-=~#$!*,]*$")]
+
+
+def split_ids(raw: str | None, field: str, limit: int) -> list[str]:
+    ids = [i for i in (raw or "").split(",") if i]
+    if len(ids) > limit:
+        raise HTTPException(422, [{"field": field, "reason": f"at most {limit} ids"}])
+    if any(len(i) > MAX_ID_LENGTH for i in ids):
+        raise HTTPException(422, [{"field": field, "reason": f"ids are at most {MAX_ID_LENGTH} characters"}])
+    return ids
+
+
+def _serve(
+    doc: dict[str, Any], k: int, exclude: set[str], category: str | None, max_share: float
+) -> list[dict[str, Any]]:
+    """Filter the stored ranking, then apply the diversity guard at the served length."""
+    entries = {
+        e["item_id"]: e
+        for e in doc["items"]
+        if e["item_id"] not in exclude and (category is None or e.get("item", {}).get("category") == category)
+    }
+    ranked = [Scored(i, e["score"]) for i, e in entries.items()]
+    facets = [] if category is not None else [
+        lambda i: entries[i].get("item", {}).get("category"),
+        lambda i: entries[i].get("item", {}).get("source") or entries[i].get("item", {}).get("domain"),
+    ]
+    chosen = diversify(ranked, k, max_share, facets)
+    return [{**entries[s.item_id], "position": n} for n, s in enumerate(chosen)]
+
+
+def _cold_start(popular: bytes | None) -> dict[str, Any]:
+    data = orjson.loads(popular) if popular else {"items": [], "updated_at": None}
+    return {
+        "items": [
+            {"item_id": e["item_id"], "score": e["score"], "reason": "popular", "item": e.get("item", {})}
+            for e in data["items"]
+        ],
+        "model": "popularity",
+        "model_version": "1",
+        "computed_at": data["updated_at"],
+    }
+
+
+@router.get("/recommendations", dependencies=[Depends(require_read_key)])
+async def get_recommendations(
+    settings: SettingsDep,
+    redis: RedisDep,
+    keys: KeysDep,
+    user_id: UserQuery,
+    k: Annotated[int, Query(ge=1, le=100)] = 10,
+    exclude: IdList | None = None,
+    category: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> ORJSONResponse:
+    """A user's fresh top-k with scores and reasons; an unknown user gets the cold-start list."""
+    excluded = set(split_ids(exclude, "exclude", 500))
+    doc = await read_model(redis.get(keys.recs(user_id)))
+    cold = doc is None
+    data = _cold_start(await read_model(redis.get(keys.popular_list))) if cold else orjson.loads(doc)
+    return ORJSONResponse(
+        {
+            "user_id": user_id,
+            "rec_id": str(ULID()),
+            "cold_start": cold,
+            "items": _serve(data, k, excluded, category, settings.diversity_max_share),
+            "model": data.get("model"),
+            "model_version": data.get("model_version"),
+            "computed_at": data.get("computed_at"),
+        }
+    )
+
+
+@router.get("/recommendations/group", dependencies=[Depends(require_read_key)])
+async def get_group_recommendations(
+    redis: RedisDep,
+    keys: KeysDep,
+    user_ids: Annotated[str, Query(min_length=1, max_length=5_000, pattern=r"^[A-Za-z0-9_.:@+\-=~#$!*,]+$")],
+    k: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> ORJSONResponse:
+    """One list a whole group would enjoy: each member's scores averaged, the least
+    happy member weighing in (an item missing from a member's list counts as 0)."""
+    members = list(dict.fromkeys(split_ids(user_ids, "user_ids", 20)))
+    if len(members) < 2:
+        raise HTTPException(422, [{"field": "user_ids", "reason": "a group needs at least 2 distinct user ids"}])
+    docs = await read_model(redis.mget([keys.recs(u) for u in members] + [keys.popular_list]))
+    popular = _cold_start(docs[-1])
+    lists = [orjson.loads(d) if d else popular for d in docs[:-1]]
+    per_member: list[dict[str, float]] = []
+    shown: dict[str, dict[str, Any]] = {}
+    for data in lists:
+        top = max((e["score"] for e in data["items"]), default=0.0) or 1.0
+        per_member.append({e["item_id"]: e["score"] / top for e in data["items"]})
+        for e in data["items"]:
+            shown.setdefault(e["item_id"], e.get("item", {}))
+    scored = []
+    for item_id in shown:
+        values = [m.get(item_id, 0.0) for m in per_member]
+        scored.append((0.7 * sum(values) / len(values) + 0.3 * min(values), item_id))
+    scored.sort(reverse=True)
+    return ORJSONResponse(
+        {
+            "user_ids": members,
+            "rec_id": str(ULID()),
+            "cold_start_members": [u for u, d in zip(members, docs) if d is None],
+            "items": [
+                {"item_id": i, "score": round(s, 6), "position": n, "item": shown[i]}
+                for n, (s, i) in enumerate(scored[:k])
+            ],
+        }
+    )
+
+
+def _facets(fields: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    out = []
+    for field, count in fields.items():
+        if not field.startswith(f"n:{kind}:"):
+            continue
+        name = field[len(f"n:{kind}:") :]
+        rn = fields.get(f"rn:{kind}:{name}", 0)
+        out.append(
+            {
+                "name": name,
+                "count": count,
+                "positive": fields.get(f"pos:{kind}:{name}", 0),
+                "mean_rating": round(fields[f"rsum:{kind}:{name}"] / rn, 3) if rn else None,
+            }
+        )
+    out.sort(key=lambda f: (-f["positive"], -f["count"], f["name"]))
+    return out
+
+
+@router.get("/users/{user_id}/profile", dependencies=[Depends(require_read_key)])
+async def get_user_profile(user_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
+    """Favourite categories, tags and sources, rating style, diversity, interaction count."""
+    raw = await read_model(redis.hgetall(keys.user_counts(user_id)))
+    if not raw:
+        raise HTTPException(404, f"unknown user {user_id!r}")
+    fields = decode_hash(raw)
+    counts = {a: fields[a] for a in ACTIONS if a in fields}
+    categories = _facets(fields, "cat")
+    total = sum(c["count"] for c in categories)
+    entropy = -sum(c["count"] / total * math.log(c["count"] / total) for c in categories) if total else 0.0
+    diversity = entropy / math.log(len(categories)) if len(categories) > 1 else 0.0
+    n_ratings = fields.get("rating_n", 0)
+    mean_rating = fields["rating_sum"] / n_ratings if n_ratings else None
+    style = None
+    if mean_rating is not None:
+        style = "generous" if mean_rating >= 4 else "critical" if mean_rating <= 2.5 else "balanced"
+    return ORJSONResponse(
+        {
+            "user_id": user_id,
+            "interactions": sum(v for a, v in counts.items() if a != "impression"),
+            "counts": counts,
+            "favourite_categories": categories[:5],
+            "favourite_tags": _facets(fields, "tag")[:5],
+            "favourite_sources": _facets(fields, "src")[:5],
+            "declared_interests": {k[5:]: v for k, v in fields.items() if k.startswith("pref:")},
+            "rating_style": {"mean": round(mean_rating, 3) if mean_rating is not None else None,
+                             "ratings": n_ratings, "style": style},
+            "diversity": round(diversity, 3),
+        }
+    )
+
+
+@router.delete("/users/{user_id}", status_code=202, dependencies=[Depends(require_producer_key)])
+async def delete_user(user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
+                      producer: ProducerDep) -> ORJSONResponse:
+    """Forget me: emits user_deleted; the worker drops the user from its models and Redis."""
+    event = UserDeletedEvent(type="user_deleted", user_id=user_id, event_id=str(ULID()), ts=time.time())
+    try:
+        await producer.send_events([event])
+    except ProducerUnavailable as exc:
+        raise HTTPException(503, f"Kafka unavailable, nothing accepted: {exc}", headers={"Retry-After": "5"})
+    return ORJSONResponse({"user_id": user_id, "event_id": event.event_id}, 202)
+
+
+@router.get("/models/recommender", dependencies=[Depends(require_read_key)])
+async def get_recommender_quality(redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
+    """Online HR@10 and NDCG@10 (test-then-train on the live stream) beside popularity,
+    and the click-through rate of served lists by position, summed over workers."""
+    raw = await read_model(redis.hgetall(keys.models))
+    workers = [orjson.loads(v) for v in raw.values()]
+    totals: dict[str, dict[str, float]] = {}
+    ctr: dict[str, list[int]] = {}
+    for w in workers:
+        for name, s in w["scores"].items():
+            t = totals.setdefault(name, {"targets": 0, "hits": 0, "ndcg_sum": 0.0})
+            for f in t:
+                t[f] += s[f]
+        for pos, cell in w["ctr_by_position"].items():
+            acc = ctr.setdefault(pos, [0, 0])
+            acc[0] += cell["impressions"]
+            acc[1] += cell["clicks"]
+    models = {
+        name: {
+            "targets": t["targets"],
+            "hr_at_10": t["hits"] / t["targets"] if t["targets"] else None,
+            "ndcg_at_10": t["ndcg_sum"] / t["targets"] if t["targets"] else None,
+        }
+        for name, t in totals.items()
+    }
+    impressions = sum(c[0] for c in ctr.values())
+    return ORJSONResponse(
+        {
+            "model": "hybrid",
+            "model_version": workers[0]["model_version"] if workers else None,
+            "workers": len(workers),
+            "online": models,
+            "ctr": {
+                "overall": sum(c[1] for c in ctr.values()) / impressions if impressions else None,
+                "by_position": {
+                    p: {"impressions": i, "clicks": c, "ctr": c / i if i else None}
+                    for p, (i, c) in sorted(ctr.items(), key=lambda kv: int(kv[0]))
+                },
+            },
+        }
+    )
