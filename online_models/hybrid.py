@@ -97,7 +97,7 @@ class HybridRecommender(Recommender):
         w_match: float = 2.0,
         fresh_half_life_s: float = 86400.0,
         history: int = 20,
-        neighbours: int = 100,
+        neighbours: int = 50,
         taste_features: int = 64,
         index_per_feature: int = 200,
     ) -> None:
@@ -242,61 +242,68 @@ class HybridRecommender(Recommender):
         if user is not None:
             # Dislikes and hides, not mere ignored impressions.
             excluded.update(i for i, s in user.seen.items() if s <= -1)
-        candidates: dict[str, dict[str, float]] = {}
-
-        def candidate(item_id: str) -> dict[str, float] | None:
-            if item_id in excluded:
-                return None
-            parts = candidates.get(item_id)
-            if parts is None:
-                if not self._servable(item_id, now):
-                    excluded.add(item_id)
-                    return None
-                parts = candidates[item_id] = {"collab": 0.0, "content": 0.0, "trend": 0.0}
-            return parts
-
+        items, servable = self._items, self.trend.servable
+        collab: dict[str, float] = {}
         because: dict[str, tuple[float, str]] = {}
+        pool: set[str] = set()
+        taste: dict[str, float] = {}
         if user is not None:
+            engaged = self._engaged
             for source, signal, ts in user.recent:
-                weight = signal * 2.0 ** (-max(0.0, now - ts) / self.half_life_s)
-                n_source = self._engaged.get(source, 1.0)
+                weight = signal * 2.0 ** (-max(0.0, now - ts) / self.half_life_s) / math.sqrt(engaged.get(source, 1.0))
                 for other, co in self._co.get(source, {}).items():
-                    parts = candidate(other)
-                    if parts is None:
-                        continue
-                    vote = weight * co / math.sqrt(n_source * self._engaged.get(other, 1.0))
-                    parts["collab"] += vote
+                    vote = weight * co / math.sqrt(engaged.get(other, 1.0))
+                    collab[other] = collab.get(other, 0.0) + vote
                     if vote > because.get(other, (0.0, ""))[0]:
                         because[other] = (vote, source)
+            pool.update(collab)
             taste = self._current_taste(user, now)
-            if taste:
-                for f, _ in heapq.nlargest(8, taste.items(), key=lambda kv: kv[1]):
-                    for item_id in self._index.get(f, ()):
-                        candidate(item_id)
-                for item_id, parts in candidates.items():
-                    feats = self._items[item_id]
-                    parts["content"] = sum(taste.get(f, 0.0) * x for f, x in feats.items())
-        for item_id, _ in self.trend.top(max(50, 2 * k), now, excluded):
-            candidate(item_id)
+            for f, _ in heapq.nlargest(8, taste.items(), key=lambda kv: kv[1]):
+                pool.update(self._index.get(f, ()))
+        pool.update(i for i, _ in self.trend.top(max(50, 2 * k), now, excluded))
+        candidates = [i for i in pool if i not in excluded and i in items and servable(i, now)]
         if not candidates:
             return []
-        for item_id, parts in candidates.items():
-            parts["trend"] = self.trend.log_score(item_id, now)
-        top = {name: max((p[name] for p in candidates.values()), default=0.0) for name in ("collab", "content", "trend")}
-        weights = {"collab": self.w_collab, "content": self.w_content, "trend": self.w_trend}
+        content = {}
+        if taste:
+            get = taste.get
+            for i in candidates:
+                total = 0.0
+                for f, x in items[i].items():
+                    w = get(f)
+                    if w is not None:
+                        total += w * x
+                content[i] = total
+        log_score = self.trend.log_score
+        trend = {i: log_score(i, now) for i in candidates}
+        top_collab = max((collab.get(i, 0.0) for i in candidates), default=0.0) or 1.0
+        top_content = max(content.values(), default=0.0) or 1.0
+        top_trend = max(trend.values(), default=0.0) or 1.0
         scored = []
-        for item_id, parts in candidates.items():
-            scaled = {n: (parts[n] / top[n] if top[n] > 0 else 0.0) for n in parts}
-            contributions = {n: weights[n] * max(scaled[n], -1.0) for n in scaled}
-            age = max(0.0, now - self._item_ts.get(item_id, now))
-            contributions["match"] = self.w_match * max(scaled["content"], 0.0) * scaled["trend"]
-            contributions["fresh"] = self.w_fresh * max(scaled["content"], 0.0) * 2.0 ** (-age / self.fresh_half_life_s)
-            scored.append((sum(contributions.values()), item_id, contributions))
-        best = heapq.nlargest(k, scored, key=lambda t: (t[0], t[1]))
-        return [
-            Scored(item_id, round(score, 6), self._reason(item_id, contributions, because, user), contributions)
-            for score, item_id, contributions in best
-        ]
+        for i in candidates:
+            c = max(collab.get(i, 0.0) / top_collab, -1.0)
+            t = trend[i] / top_trend
+            m = max(content.get(i, 0.0) / top_content, -1.0)
+            age = max(0.0, now - self._item_ts.get(i, now))
+            m_pos = m if m > 0 else 0.0
+            total = (
+                self.w_collab * c + self.w_content * m + self.w_trend * t
+                + self.w_match * m_pos * t
+                + self.w_fresh * m_pos * 2.0 ** (-age / self.fresh_half_life_s)
+            )
+            scored.append((total, i, c, m, t, m_pos, age))
+        best = heapq.nlargest(k, scored, key=lambda row: (row[0], row[1]))
+        out = []
+        for total, i, c, m, t, m_pos, age in best:
+            contributions = {
+                "collab": self.w_collab * c,
+                "content": self.w_content * m,
+                "trend": self.w_trend * t,
+                "match": self.w_match * m_pos * t,
+                "fresh": self.w_fresh * m_pos * 2.0 ** (-age / self.fresh_half_life_s),
+            }
+            out.append(Scored(i, round(total, 6), self._reason(i, contributions, because, user), contributions))
+        return out
 
     def _current_taste(self, user: _User, now: float) -> dict[str, float]:
         if not user.taste:

@@ -245,6 +245,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--write", type=Path, help="write the markdown report here")
+    parser.add_argument("--only", choices=["worker", "api"], help="run one part (report not written)")
     parser.add_argument("--logs", type=Path, default=Path(".eddy/bench"), help="child process logs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,10 +259,14 @@ def main() -> None:
                 redis_url=f"redis://127.0.0.1:{redis_port}/0",
                 session_timeout_s=6.0,
             )
-            worker = bench_worker(children, base, args.events)
-            print("worker", worker, flush=True)
-            api = bench_api(children, base, args.seconds)
-            print("api", api, flush=True)
+            if args.only != "api":
+                worker = bench_worker(children, base, args.events)
+                print("worker", worker, flush=True)
+            if args.only != "worker":
+                api = bench_api(children, base, args.seconds)
+                print("api", api, flush=True)
+            if args.only:
+                return
         finally:
             children.stop()
     report = render(worker, api, args.events, args.seconds)
