@@ -43,15 +43,25 @@ from schemas.topics import key_of
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def interactions(n: int) -> list[dict]:
-    sim = Simulator(SimConfig(n_users=10_000, n_items=10_000, seed=11))
-    out = []
+def simulated(kind: str, n: int) -> tuple[list[dict], list[dict]]:
+    """n simulated events of one type (10,000 users, 10,000 live items), and the items
+    they refer to."""
+    # Scrape attempts need no catalogue: a small world generates them much faster.
+    big = kind != "scrape_attempt"
+    sim = Simulator(SimConfig(n_users=10_000, n_items=10_000, seed=11) if big else SimConfig(seed=11))
+    out, items = [], []
     for doc in sim.events():
-        if doc["type"] == "interaction":
+        if doc["type"] == "item":
+            items.append(doc)
+        elif doc["type"] == kind:
             out.append(doc)
             if len(out) == n:
-                return out
+                return out, items
     raise AssertionError("unreachable")
+
+
+def interactions(n: int) -> list[dict]:
+    return simulated("interaction", n)[0]
 
 
 def env_of(settings: Settings) -> dict[str, str]:
@@ -82,10 +92,10 @@ def wait_line(log: Path, proc: subprocess.Popen, timeout_s: float) -> dict:
     raise TimeoutError(f"no result in {log}")
 
 
-def fill(settings: Settings, events: list[dict], *, envelopes: bool, batch: int = 100) -> str:
-    """Write the events to a fresh interactions topic, as single records or as the API would."""
+def fill(settings: Settings, events: list[dict], *, envelopes: bool, batch: int = 100, name: str = "interactions") -> str:
+    """Write the events to a fresh topic, as single records or as the API would."""
     ensure_topics(settings)
-    topic = settings.topic_prefix + "interactions"
+    topic = settings.topic_prefix + name
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, batch_size=256_000)
     encoded = [(key_of(validate_event(doc)), orjson.dumps(doc)) for doc in events]
     if envelopes:
@@ -103,7 +113,7 @@ def fill(settings: Settings, events: list[dict], *, envelopes: bool, batch: int 
 
 def bare_drain(children: Children, settings: Settings, topic: str, n: int, mode: str) -> float:
     s = settings.model_copy(update={"consumer_group": f"bare-{mode}-{uuid.uuid4().hex[:6]}"})
-    name = f"bare-{mode}"
+    name = f"bare-{mode}-{s.consumer_group[-6:]}"  # a fresh log: results are read from it
     proc = children.spawn(name, [sys.executable, "-m", "tests.benchmarks.bare_drain", topic, str(n), mode], env_of(s))
     out = wait_line(children.log_dir / f"{name}.log", proc, 600)
     children.stop_one(name)
@@ -132,17 +142,31 @@ def eddy_drain(children: Children, settings: Settings, topic: str, n: int) -> fl
 
 
 def bench_worker(children: Children, base: Settings, n: int) -> dict[str, float]:
-    events = interactions(n)
+    """The backbone: scrape attempts (decode, validate, dedupe, counters), no learning."""
+    events, _ = simulated("scrape_attempt", n)
     single = base.model_copy(update={"topic_prefix": f"s{uuid.uuid4().hex[:6]}."})
     enveloped = base.model_copy(update={"topic_prefix": f"e{uuid.uuid4().hex[:6]}."})
-    single_topic = fill(single, events, envelopes=False)
-    envelope_topic = fill(enveloped, events, envelopes=True)
+    single_topic = fill(single, events, envelopes=False, name="scrape-attempts")
+    envelope_topic = fill(enveloped, events, envelopes=True, name="scrape-attempts")
     return {
         "bare_each": bare_drain(children, single, single_topic, n, "each"),
         "bare_take": bare_drain(children, single, single_topic, n, "take"),
         "bare_envelope": bare_drain(children, enveloped, envelope_topic, n, "envelope"),
         "eddy_single": eddy_drain(children, single, single_topic, n),
         "eddy_envelope": eddy_drain(children, enveloped, envelope_topic, n),
+    }
+
+
+def bench_recs(children: Children, base: Settings, n: int) -> dict[str, float]:
+    """Interactions turned into fresh lists: learn, score live, rank every touched user."""
+    events, items = simulated("interaction", n)
+    settings = base.model_copy(update={"topic_prefix": f"r{uuid.uuid4().hex[:6]}."})
+    fill(settings, items, envelopes=True, name="items")
+    topic = fill(settings, events, envelopes=True)
+    return {
+        "bare_each": bare_drain(children, settings, topic, n, "envelope"),
+        "eddy": eddy_drain(children, settings, topic, n),
+        "items": len(items),
     }
 
 
@@ -195,7 +219,9 @@ def bench_api(children: Children, base: Settings, seconds: float) -> dict[str, f
     return results
 
 
-def render(worker: dict[str, float], api: dict[str, float], n: int, seconds: float) -> str:
+def render(
+    worker: dict[str, float], recs: dict[str, float], api: dict[str, float], n: int, n_recs: int, seconds: float
+) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpu = platform.processor() or platform.machine()
     ceiling = worker["bare_each"]
@@ -210,7 +236,7 @@ def render(worker: dict[str, float], api: dict[str, float], n: int, seconds: flo
         f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}. Broker (Tansu, memory), Redis,",
         "worker, uvicorn and the load generator all share the same machine.",
         "",
-        f"## Worker ingest ({n:,} simulated interactions, one worker, {Settings().partitions} partitions)",
+        f"## Worker ingest ({n:,} simulated scrape attempts, one worker, {Settings().partitions} partitions)",
         "",
         "Two copies of the same events: one record per event, and envelopes as `POST /api/events`",
         "writes them (batches of 100, one record per partition). Events/s are counted between the",
@@ -228,6 +254,16 @@ def render(worker: dict[str, float], api: dict[str, float], n: int, seconds: flo
         f"Same-topic ratios: Eddy / bare on one-record-per-event = {worker['eddy_single'] / ceiling:.0%}; "
         f"Eddy / bare on envelopes = {worker['eddy_envelope'] / worker['bare_envelope']:.0%}.",
         "",
+        f"## Interactions to fresh lists ({n_recs:,} simulated interactions, 10,000 users, {recs['items']:,} items)",
+        "",
+        "The worker learns each interaction, scores it test-then-train for the live quality",
+        "figures, and recomputes and writes the list of every user a batch touched.",
+        "",
+        "| consumer | interactions/s | vs bare |",
+        "|---|---:|---:|",
+        f"| bare Faust agent, decode only, same envelope topic (baseline) | {recs['bare_each']:,.0f} | 100% |",
+        f"| **Eddy worker**: learn, score, publish fresh lists | **{recs['eddy']:,.0f}** | **{recs['eddy'] / recs['bare_each']:.1%}** |",
+        "",
         f"## API ingest (POST /api/events, 8 connections, {seconds:.0f} s each, one uvicorn worker)",
         "",
         "| endpoint | batch of 100: events/s | batch of 1: events/s |",
@@ -235,6 +271,19 @@ def render(worker: dict[str, float], api: dict[str, float], n: int, seconds: flo
         f"| bare FastAPI endpoint, reads body, constant answer (baseline) | {api['bare_batch100']:,.0f} | {api['bare_batch1']:,.0f} |",
         f"| **Eddy**: validate, assign ids, produce envelopes to Kafka, wait for acks | **{api['eddy_batch100']:,.0f}** | **{api['eddy_batch1']:,.0f}** |",
         f"| Eddy / baseline | {api['eddy_batch100'] / api['bare_batch100']:.0%} | {api['eddy_batch1'] / api['bare_batch1']:.0%} |",
+        "",
+        "## Reading these figures",
+        "",
+        "- The load generator is Python (httpx, 8 concurrent connections) on the same two cores, so",
+        "  the batch-of-1 figures are bounded by the client as much as by the server.",
+        "- Eddy's API figure includes waiting for Kafka's acks (`acks=all`) on every request, so a 202",
+        "  always means the events are in the log.",
+        "- Worker ingest: the bar is 70% of the bare drain. One record per event reaches "
+        f"{worker['eddy_single'] / ceiling:.0%}; with the envelopes the API writes, Eddy applies "
+        f"{worker['eddy_envelope'] / ceiling:.1f}x the per-record ceiling, but only "
+        f"{worker['eddy_envelope'] / worker['bare_envelope']:.0%} of what a bare agent decodes from the same envelope topic.",
+        "- Interactions to fresh lists is far below the bare drain: every touched user is re-ranked",
+        "  in pure Python (about 12 ms per list with 5,000 items, measured with cProfile off) inside the batch.",
         "",
     ]
     return "\n".join(lines)
@@ -244,6 +293,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rec-events", type=int, default=20_000)
     parser.add_argument("--write", type=Path, help="write the markdown report here")
     parser.add_argument("--only", choices=["worker", "api"], help="run one part (report not written)")
     parser.add_argument("--logs", type=Path, default=Path(".eddy/bench"), help="child process logs")
@@ -262,6 +312,8 @@ def main() -> None:
             if args.only != "api":
                 worker = bench_worker(children, base, args.events)
                 print("worker", worker, flush=True)
+                recs = bench_recs(children, base, args.rec_events)
+                print("recs", recs, flush=True)
             if args.only != "worker":
                 api = bench_api(children, base, args.seconds)
                 print("api", api, flush=True)
@@ -269,7 +321,7 @@ def main() -> None:
                 return
         finally:
             children.stop()
-    report = render(worker, api, args.events, args.seconds)
+    report = render(worker, recs, api, args.events, args.rec_events, args.seconds)
     print(report)
     if args.write:
         args.write.write_text(report)
