@@ -69,5 +69,6 @@ def test_two_workers_serve_every_user_with_quality_within_ten_percent(broker: st
     assert served2 == served1 == active - deleted
     hr1, hr2 = q1["online"]["eddy"]["hr_at_10"], q2["online"]["eddy"]["hr_at_10"]
     assert q1["online"]["eddy"]["targets"] == q2["online"]["eddy"]["targets"] > 300
+    print(f"scale-out: HR@10 one worker {hr1:.4f}, two workers {hr2:.4f}, targets {q1['online']['eddy']['targets']}")
     assert abs(hr2 - hr1) <= 0.10 * hr1, (hr1, hr2)
     assert hr2 > q2["online"]["popularity"]["hr_at_10"]
