@@ -123,9 +123,12 @@ def test_group_recommendations(api: str) -> None:
     post(api, [{"type": "interaction", "user_id": u, "item_id": f"film-{i}", "action": "like", "ts": T0 + 100 + i}
                for u in ("cy", "di") for i in (2, 5, 8)])
     until(lambda: not recs(api, "cy")["cold_start"] and not recs(api, "di")["cold_start"])
-    group = httpx.get(api + "/api/recommendations/group", params={"user_ids": "cy,di,newcomer", "k": 3}).json()
-    assert group["cold_start_members"] == ["newcomer"]
+    group = httpx.get(api + "/api/recommendations/group", params={"user_ids": "cy,di", "k": 3}).json()
+    assert group["cold_start_members"] == []
     assert [e["item"]["category"] for e in group["items"]] == ["film"] * 3
+    with_newcomer = httpx.get(api + "/api/recommendations/group", params={"user_ids": "cy,di,newcomer", "k": 3}).json()
+    assert with_newcomer["cold_start_members"] == ["newcomer"]
+    assert [e["position"] for e in with_newcomer["items"]] == [0, 1, 2]
 
 
 def test_forget_me_removes_every_trace_within_a_second(api: str, stack: Stack) -> None:
