@@ -98,7 +98,8 @@ def test_filters_profile_and_quality(api: str, stack: Stack) -> None:
     post(api, [{"type": "interaction", "user_id": "bo", "item_id": f"film-{i}", "action": "rate", "value": v, "ts": T0 + 60 + i}
                for i, v in ((2, 5), (8, 4), (11, 2))] +
          [{"type": "interaction", "user_id": "bo", "item_id": "music-1", "action": "click", "ts": T0 + 80}])
-    until(lambda: not recs(api, "bo")["cold_start"])
+    # The preference alone already gives bo a list: wait for the interactions themselves.
+    until(lambda: httpx.get(api + "/api/users/bo/profile").json().get("interactions") == 4)
     only_music = recs(api, "bo", k=3, category="music", exclude="music-4")
     assert [e["item"]["category"] for e in only_music["items"]] == ["music"] * len(only_music["items"])
     assert "music-4" not in {e["item_id"] for e in only_music["items"]}
