@@ -48,6 +48,9 @@ class Settings(BaseSettings):
 
     # --- Worker ------------------------------------------------------------------------
     batch_max: int = Field(500, ge=1, le=5_000, description="Most records a worker agent applies in one batch.")
+    batch_linger_s: float = Field(
+        0.002, ge=0, le=1, description="Pause before flushing a batch the input queue left short."
+    )
     max_event_bytes: int = Field(
         65_536, ge=256, description="Largest accepted encoded event; larger ones are dead-lettered."
     )

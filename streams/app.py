@@ -91,7 +91,13 @@ class WorkerContext:
             batch: list[faust.EventT] = []
             async for _ in manual:
                 batch.append(manual.current_event)
-                if len(batch) >= settings.batch_max or manual.channel.empty():
+                full = len(batch) >= settings.batch_max
+                if not full and manual.channel.empty() and settings.batch_linger_s > 0:
+                    # The fetcher hands records over a few at a time; a short pause lets
+                    # the next ones arrive, so the two Redis round trips of a batch are
+                    # shared by hundreds of records instead of a handful.
+                    await asyncio.sleep(settings.batch_linger_s)
+                if full or manual.channel.empty():
                     with metrics.BATCH_SECONDS.labels(topic_name).time():
                         async with lock:
                             if before is not None:
