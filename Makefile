@@ -31,6 +31,7 @@ integration: install
 ## Benchmarks, each beside its baseline in the same run; figures go to docs/benchmarks.md.
 bench: install
 	$(PY) -m tests.benchmarks.run --write docs/benchmarks.md
+	$(PY) -m tests.benchmarks.recs_bench --append docs/benchmarks.md
 
 ## Regenerate the committed JSON Schema of the events.
 schemas: install

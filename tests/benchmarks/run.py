@@ -232,7 +232,8 @@ def render(
     lines = [
         "# Benchmarks",
         "",
-        f"Latest run: {when}, `make bench` (`python -m tests.benchmarks.run --write docs/benchmarks.md`),",
+        f"Latest run: {when}, `make bench` (`python -m tests.benchmarks.run --write docs/benchmarks.md`,",
+        "then `python -m tests.benchmarks.recs_bench --append docs/benchmarks.md`),",
         f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}. Broker (Tansu, memory), Redis,",
         "worker, uvicorn and the load generator all share the same machine.",
         "",
