@@ -233,6 +233,15 @@ class HybridRecommender(Recommender):
         user = self._users.get(user_id)
         return set(user.seen) if user else set()
 
+    def consumed_by(self, user_id: str) -> set[str]:
+        """Items the user acted on; impressions (exposure, not action) do not count."""
+        user = self._users.get(user_id)
+        return {i for i, s in user.seen.items() if abs(s) >= 0.5} if user else set()
+
+    @property
+    def n_users(self) -> int:
+        return len(self._users)
+
     def _servable(self, item_id: str, now: float) -> bool:
         return item_id in self._items and self.trend.servable(item_id, now)
 

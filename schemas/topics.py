@@ -58,7 +58,7 @@ def route(event_type: str) -> TopicSpec:
 
 def key_of(event: object) -> bytes | None:
     """The partitioning key of an event: its topic's key field, UTF-8 encoded."""
-    spec = TOPIC_OF_TYPE[getattr(event, "type")]
+    spec = TOPIC_OF_TYPE[event.type]
     if spec.key_field is None:
         return None
     value = getattr(event, spec.key_field, None)

@@ -111,11 +111,6 @@ class RecommenderService:
 
     # --- learning -----------------------------------------------------------------------
 
-    def consumed(self, user_id: str) -> set[str]:
-        """Items the user acted on (impressions are exposure, not consumption)."""
-        seen = self.model._users.get(user_id)  # noqa: SLF001 - same package's model
-        return {i for i, s in seen.seen.items() if abs(s) >= 0.5} if seen else set()
-
     def effect(self, effects: Effects, event: Any, keys: Keys) -> None:
         """Per fresh event: counters, live test-then-train scoring, learning."""
         apply_user_event(effects, event, keys)
@@ -145,7 +140,7 @@ class RecommenderService:
                 cell[1] += 1
         if not is_positive(event.action, event.value):
             return
-        consumed = self.consumed(event.user_id)
+        consumed = self.model.consumed_by(event.user_id)
         if event.item_id in consumed:
             return
         now = event.ts or self.clock
@@ -180,7 +175,7 @@ class RecommenderService:
         """The document served for a user: top-K with scores, reasons and item fields."""
         # Stored in plain rank order; the API applies filters and the diversity guard at
         # the length it serves.
-        chosen = self.model.rank(user_id, self.settings.recs_k, self.clock, exclude=self.consumed(user_id))
+        chosen = self.model.rank(user_id, self.settings.recs_k, self.clock, exclude=self.model.consumed_by(user_id))
         return {
             "user_id": user_id,
             "items": [
@@ -219,7 +214,7 @@ class RecommenderService:
                 for name, s in self.scores.items()
             },
             "ctr_by_position": {str(p): {"impressions": i, "clicks": c} for p, (i, c) in sorted(self.ctr.items())},
-            "users": len(self.model._users),  # noqa: SLF001
+            "users": self.model.n_users,
             "items": len(self.display),
             "updated_at": time.time(),
         }
@@ -248,4 +243,4 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
             commands = service.refresh_commands(ctx.keys)
             for first in range(0, len(commands), 500):
                 payload = encode_commands(commands[first : first + 500])
-                await with_redis_retry("refresh", lambda: ctx.redis.eval(APPLY_SCRIPT, 0, payload))
+                await with_redis_retry("refresh", lambda p=payload: ctx.redis.eval(APPLY_SCRIPT, 0, p))

@@ -57,7 +57,7 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         EVENTS_REJECTED.labels("malformed").inc()
-        raise HTTPException(422, [{"index": None, "field": "body", "reason": f"not valid JSON: {exc}"}])
+        raise HTTPException(422, [{"index": None, "field": "body", "reason": f"not valid JSON: {exc}"}]) from None
     items = payload if isinstance(payload, list) else [payload]
     if not items:
         raise HTTPException(422, [{"index": None, "field": "body", "reason": "empty batch"}])
@@ -90,7 +90,7 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
     try:
         await producer.send_events(events)
     except ProducerUnavailable as exc:
-        raise HTTPException(503, f"Kafka unavailable, nothing accepted: {exc}", headers={"Retry-After": "5"})
+        raise HTTPException(503, f"Kafka unavailable, nothing accepted: {exc}", headers={"Retry-After": "5"}) from exc
     for event in events:
         EVENTS_ACCEPTED.labels(event.type).inc()
     return ORJSONResponse({"accepted": len(events), "event_ids": [e.event_id for e in events]}, 202)

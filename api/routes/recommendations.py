@@ -192,7 +192,7 @@ async def delete_user(user_id: Annotated[str, Path(min_length=1, max_length=MAX_
     try:
         await producer.send_events([event])
     except ProducerUnavailable as exc:
-        raise HTTPException(503, f"Kafka unavailable, nothing accepted: {exc}", headers={"Retry-After": "5"})
+        raise HTTPException(503, f"Kafka unavailable, nothing accepted: {exc}", headers={"Retry-After": "5"}) from exc
     return ORJSONResponse({"user_id": user_id, "event_id": event.event_id}, 202)
 
 

@@ -26,7 +26,8 @@ import orjson
 
 from deploy.processes import Children, free_port, wait_for_port
 from schemas.settings import Settings
-from tests.benchmarks.run import env_of, simulated
+from deploy.topics import ensure_topics
+from tests.benchmarks.run import env_of, simulated, start_backends
 
 
 def rss_bytes(pid: int) -> int:
@@ -115,17 +116,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         children = Children(log_dir=Path(tmp) / "logs")
         try:
-            broker, redis_port = free_port(), free_port()
-            children.start_broker(broker)
-            children.start_redis(redis_port, Path(tmp) / "redis")
-            settings = Settings(
-                kafka_bootstrap=f"127.0.0.1:{broker}",
-                redis_url=f"redis://127.0.0.1:{redis_port}/0",
-                session_timeout_s=6.0,
-                topic_prefix=f"f{uuid.uuid4().hex[:6]}.",
+            settings = start_backends(children, Path(tmp)).model_copy(
+                update={"topic_prefix": f"f{uuid.uuid4().hex[:6]}."}
             )
-            from deploy.topics import ensure_topics
-
             ensure_topics(settings)
             worker = children.start_eddy("worker", ["worker"], env_of(settings))
             port = free_port()
@@ -185,7 +178,7 @@ def main() -> None:
     section = "\n".join(
         [
             "",
-            f"## Freshness and serving of recommendations (`python -m tests.benchmarks.recs_bench`)",
+            "## Freshness and serving of recommendations (`python -m tests.benchmarks.recs_bench`)",
             "",
             f"Freshness: {len(fresh)} probes while {args.rate:.0f} simulated interactions/s are POSTed "
             f"(10,000 simulated users, {len(items):,} items): time from POST of a like to that user's list, "

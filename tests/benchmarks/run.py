@@ -43,6 +43,18 @@ from schemas.topics import key_of
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def start_backends(children: Children, data_dir: Path) -> Settings:
+    """A broker and a Redis on free loopback ports; settings that point at them."""
+    broker, redis_port = free_port(), free_port()
+    children.start_broker(broker)
+    children.start_redis(redis_port, data_dir / "redis")
+    return Settings(
+        kafka_bootstrap=f"127.0.0.1:{broker}",
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        session_timeout_s=6.0,  # Tansu completes a group join after half of it
+    )
+
+
 def simulated(kind: str, n: int) -> tuple[list[dict], list[dict]]:
     """n simulated events of one type (10,000 users, 10,000 live items), and the items
     they refer to."""
@@ -302,14 +314,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         children = Children(log_dir=args.logs)
         try:
-            broker, redis_port = free_port(), free_port()
-            children.start_broker(broker)
-            children.start_redis(redis_port, Path(tmp) / "redis")
-            base = Settings(
-                kafka_bootstrap=f"127.0.0.1:{broker}",
-                redis_url=f"redis://127.0.0.1:{redis_port}/0",
-                session_timeout_s=6.0,
-            )
+            base = start_backends(children, Path(tmp))
             if args.only != "api":
                 worker = bench_worker(children, base, args.events)
                 print("worker", worker, flush=True)
