@@ -73,7 +73,9 @@ def run_stack(
         nonlocal stop_requested
         stop_requested = True
 
+    # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     try:
         with console.status("starting broker and Redis…"):
             children.start_broker(broker_port)
