@@ -51,6 +51,14 @@ def require_read_key(request: Request, key: Annotated[str | None, Security(api_k
     _check_key(request.app.state.settings.read_api_key, key, "read")
 
 
+def require_admin_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """Admin endpoints change what Eddy does: without a configured admin key they are off."""
+    expected = request.app.state.settings.admin_api_key
+    if expected is None:
+        raise HTTPException(403, "admin endpoints are disabled: set EDDY_ADMIN_API_KEY to enable them")
+    _check_key(expected, key, "admin")
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Any, Depends(get_redis)]
 KeysDep = Annotated[Keys, Depends(get_keys)]

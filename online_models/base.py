@@ -61,6 +61,7 @@ class ItemInfo:
     category: str | None = None
     tags: tuple[str, ...] = ()
     source: str | None = None
+    domain: str | None = None  # where it was scraped from (scraping reliability is kept per domain)
     text: str = ""
     deadline: float | None = None
     ts: float = 0.0

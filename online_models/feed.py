@@ -17,6 +17,7 @@ def item_info(event: Any) -> ItemInfo:
         category=event.category,
         tags=tuple(event.tags),
         source=event.source or event.domain,
+        domain=event.domain or event.source,
         text=text,
         deadline=event.deadline,
         ts=event.ts or 0.0,

@@ -120,6 +120,8 @@ class HybridRecommender(Recommender):
         self._co: dict[str, dict[str, float]] = {}
         self._engaged: dict[str, float] = {}  # item -> number of positive engagements
         self._users: dict[str, _User] = {}
+        self._origin: dict[str, str] = {}  # item -> the domain (or source) it was scraped from
+        self.reliability: dict[str, float] = {}  # domain -> weight in (0, 1] of its items' scores
         self.trend = Popularity(half_life_s=trend_half_life_s)
 
     # --- learning -----------------------------------------------------------------------
@@ -147,6 +149,8 @@ class HybridRecommender(Recommender):
         feats = self.features(item)
         self._items[item.item_id] = feats
         self._item_ts.setdefault(item.item_id, item.ts)
+        if item.domain:
+            self._origin[item.item_id] = item.domain
         for f in feats:
             if old is not None and f in old:
                 continue
@@ -158,6 +162,11 @@ class HybridRecommender(Recommender):
     def retract_item(self, item_id: str) -> None:
         self.trend.retract_item(item_id)
         self._items.pop(item_id, None)
+        self._origin.pop(item_id, None)
+
+    def set_reliability(self, weights: dict[str, float]) -> None:
+        """Down-weight items of unreliable sources: domain -> weight in (0, 1] (1 = trusted)."""
+        self.reliability = {d: min(1.0, max(0.0, w)) for d, w in weights.items() if w < 1.0}
 
     def _user(self, user_id: str) -> _User:
         user = self._users.get(user_id)
@@ -288,6 +297,7 @@ class HybridRecommender(Recommender):
         top_collab = max((collab.get(i, 0.0) for i in candidates), default=0.0) or 1.0
         top_content = max(content.values(), default=0.0) or 1.0
         top_trend = max(trend.values(), default=0.0) or 1.0
+        reliability, origin = self.reliability, self._origin
         scored = []
         for i in candidates:
             c = max(collab.get(i, 0.0) / top_collab, -1.0)
@@ -300,6 +310,8 @@ class HybridRecommender(Recommender):
                 + self.w_match * m_pos * t
                 + self.w_fresh * m_pos * 2.0 ** (-age / self.fresh_half_life_s)
             )
+            if reliability and total > 0:
+                total *= reliability.get(origin.get(i, ""), 1.0)
             scored.append((total, i, c, m, t, m_pos, age))
         best = heapq.nlargest(k, scored, key=lambda row: (row[0], row[1]))
         out = []

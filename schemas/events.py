@@ -146,7 +146,14 @@ class UserDeletedEvent(EventBase):
 
 
 class ScrapeAttemptEvent(EventBase):
-    """One attempt of a scraper to fetch a domain with a strategy."""
+    """One attempt of a scraper to fetch a domain with a strategy.
+
+    Unlike other events, unknown fields are rejected: attempts come from Eddy's own
+    scraper client, and a misspelt field (``sucess``, ``latency``) would otherwise be
+    dropped silently and skew the success rates that switch strategies.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Literal["scrape_attempt"]
     domain: Label
@@ -200,6 +207,16 @@ class StrategySwitchEvent(EventBase):
     decision_id: Id
 
 
+class StrategyPinEvent(EventBase):
+    """An operator holds a domain on one strategy (``strategy``), or lets go (``null``)."""
+
+    type: Literal["strategy_pin"]
+    domain: Label
+    strategy: Label | None = None
+    by: Label | None = None
+    reason: ShortText | None = None
+
+
 class AlertEvent(EventBase):
     """Out: something a person should look at."""
 
@@ -229,6 +246,7 @@ Event = Annotated[
         BidEvent,
         BidOutcomeEvent,
         StrategySwitchEvent,
+        StrategyPinEvent,
         AlertEvent,
         RescrapeRequestEvent,
     ],
@@ -242,7 +260,7 @@ INBOUND_TYPES = frozenset(
     {"item", "interaction", "preference", "user_deleted", "scrape_attempt", "bid", "bid_outcome"}
 )
 ALL_TYPES = frozenset(
-    INBOUND_TYPES | {"strategy_switch", "alert", "rescrape_request"}
+    INBOUND_TYPES | {"strategy_switch", "strategy_pin", "alert", "rescrape_request"}
 )
 
 

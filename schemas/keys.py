@@ -51,8 +51,23 @@ class Keys:
         return f"{self.prefix}popular:list"
 
     def strategy(self, domain: str) -> str:
-        """Hash: per-strategy attempt/success counters of a domain."""
+        """JSON: a domain's current strategy, why, and every strategy's statistics."""
         return f"{self.prefix}strategy:{domain}"
+
+    @property
+    def strategy_state(self) -> str:
+        """Hash: domain -> JSON of its strategy selector's whole state (the worker resumes from it)."""
+        return f"{self.prefix}strategystate"
+
+    @property
+    def scraping(self) -> str:
+        """Hash: domain -> JSON summary of its scraping (for the analytics page)."""
+        return f"{self.prefix}scraping"
+
+    @property
+    def sources(self) -> str:
+        """Hash: source -> JSON of its reliability (success rate, anomaly history)."""
+        return f"{self.prefix}sources"
 
     def bid(self, bid_id: str) -> str:
         """JSON: a bid, its score and later its outcome."""

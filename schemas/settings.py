@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         10.0, gt=0, description="Consumer session timeout; a join waits about half of it on Tansu."
     )
+    fetch_max_wait_ms: int = Field(
+        25, ge=1, le=10_000, description="Longest a worker's fetch waits for data (lower = fresher, more fetches)."
+    )
     rebalance_timeout_s: float = Field(10.0, gt=0, description="Consumer rebalance timeout.")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
 
@@ -75,6 +78,45 @@ class Settings(BaseSettings):
     worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics bind to.")
     log_level: str = Field("info", description="Log level of the worker and the API.")
 
+    # --- Scraping: strategy selection and anomaly detection (0 switches a rule off) ------
+    scrape_automation: bool = Field(True, description="Switch scraping strategies automatically.")
+    scrape_automation_off_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Domains never switched automatically, comma separated."
+    )
+    scrape_strategies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Strategies every domain may switch to, beyond those seen in attempts (comma separated).",
+    )
+    scrape_window: int = Field(50, ge=5, le=10_000, description="Recent attempts behind a strategy's rolling rate.")
+    scrape_min_attempts: int = Field(10, ge=1, description="Attempts in the window before the rate rule fires.")
+    scrape_rate_threshold: float = Field(
+        0.10, ge=0, le=1, description="Switch away when the rolling success rate falls below this."
+    )
+    scrape_consecutive_failures: int = Field(5, ge=0, description="Switch away after this many failures in a row.")
+    scrape_error_burst: int = Field(
+        6, ge=0, description="Switch away when this many of the last attempts failed with one error type."
+    )
+    scrape_error_burst_window: int = Field(10, ge=1, description="Attempts the error-burst rule looks at.")
+    scrape_reevaluate_every: int = Field(
+        50, ge=0, description="Attempts on a domain between two re-evaluations of its strategy."
+    )
+    scrape_switch_confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="How sure a re-evaluation must be that another strategy is better."
+    )
+    scrape_min_gain: float = Field(0.05, ge=0, le=1, description="Smallest success-rate gain worth a switch.")
+    scrape_recovery_successes: int = Field(
+        5, ge=1, description="Successes in a row that bring a strategy that broke back into play."
+    )
+    scrape_discount: float = Field(
+        0.99, gt=0, le=1, description="Weight past attempts keep at each new one (recent evidence counts more)."
+    )
+    scrape_explore_rate: float = Field(
+        0.05, ge=0, le=0.5, description="Share of attempts scrapers spend trying other strategies."
+    )
+    scrape_drift_detection: bool = Field(
+        True, description="Watch the shape of scraped items and emit rescrape requests on sudden shifts."
+    )
+
     # --- API ---------------------------------------------------------------------------
     api_max_batch: int = Field(1000, ge=1, le=100_000, description="Most events one POST /api/events takes.")
     api_max_body_bytes: int = Field(
@@ -95,9 +137,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS, comma separated (none by default)."
     )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "scrape_automation_off_domains", "scrape_strategies", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value

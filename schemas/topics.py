@@ -30,7 +30,8 @@ ITEMS = TopicSpec("items", "item_id", ("item",), inbound=True)
 INTERACTIONS = TopicSpec(
     "interactions", "user_id", ("interaction", "preference", "user_deleted"), inbound=True
 )
-SCRAPE_ATTEMPTS = TopicSpec("scrape-attempts", "domain", ("scrape_attempt",), inbound=True)
+#: Operators' pins travel with the attempts, so the worker owning a domain sees both in order.
+SCRAPE_ATTEMPTS = TopicSpec("scrape-attempts", "domain", ("scrape_attempt", "strategy_pin"), inbound=True)
 BIDS = TopicSpec("bids", "bid_id", ("bid", "bid_outcome"), inbound=True)
 STRATEGY_SWITCHES = TopicSpec("strategy-switches", "domain", ("strategy_switch",), inbound=False)
 ALERTS = TopicSpec("alerts", "subject", ("alert",), inbound=False)

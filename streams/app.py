@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -26,7 +26,15 @@ from schemas.keys import Keys
 from schemas.settings import Settings
 from schemas.topics import DEAD_LETTERS, TopicSpec
 from streams import metrics
-from streams.pipeline import DeadLetter, EffectFn, FinishFn, apply_batch, decode_batch, with_redis_retry
+from streams.pipeline import (
+    DeadLetter,
+    EffectFn,
+    FinishFn,
+    apply_batch,
+    decode_batch,
+    with_redis_retry,
+)
+from streams.transport import App
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +48,30 @@ class WorkerContext:
     keys: Keys
     redis: Any
     dead_letters_topic: faust.TopicT
+    topics: dict[str, faust.TopicT] = field(default_factory=dict)
 
     def topic(self, spec: TopicSpec) -> faust.TopicT:
+        name = spec.full_name(self.settings)
+        if name not in self.topics:
+            self.topics[name] = self._new_topic(name)
+        return self.topics[name]
+
+    def _new_topic(self, name: str) -> faust.TopicT:
         return self.app.topic(
-            spec.full_name(self.settings),
+            name,
             partitions=self.settings.partitions,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
         )
+
+    async def send_all(self, outbox: list[tuple[TopicSpec, bytes | None, bytes]]) -> None:
+        """Send events Eddy produced and wait for every ack (so none is lost before the
+        batch that produced it is committed)."""
+        futures = [await self.topic(spec).send(key=key, value=value) for spec, key, value in outbox]
+        for fut in futures:
+            await fut
 
     async def dead_letter(self, letters: list[DeadLetter]) -> None:
         """Send dead letters and wait for the broker's ack before the batch is acked."""
@@ -72,11 +94,14 @@ class WorkerContext:
         finish: FinishFn | None = None,
         before: Callable[[], Awaitable[None]] | None = None,
         lock: asyncio.Lock | None = None,
+        emit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Declare an agent that applies ``effect`` to every valid event of ``spec``'s topic.
 
         ``finish`` runs after each batch's events (in the same atomic write); ``before``
-        is awaited ahead of each batch; ``lock`` is held while a batch is handled.
+        is awaited ahead of each batch; ``emit`` after its effects are known and before
+        they are written (see :func:`streams.pipeline.apply_batch`); ``lock`` is held while
+        a batch is handled.
         """
         lock = lock or asyncio.Lock()
         allowed = frozenset(spec.types)
@@ -102,7 +127,7 @@ class WorkerContext:
                         async with lock:
                             if before is not None:
                                 await before()
-                            await self.handle(batch, allowed, effect, topic_name, finish)
+                            await self.handle(batch, allowed, effect, topic_name, finish, emit)
                     for done in batch:
                         await manual.ack(done)
                     batch = []
@@ -122,6 +147,7 @@ class WorkerContext:
         effect: EffectFn,
         topic_name: str,
         finish: FinishFn | None = None,
+        emit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         records = [ev.message for ev in batch]
         decoded = decode_batch(records, allowed_types=allowed, max_bytes=self.settings.max_event_bytes)
@@ -135,6 +161,7 @@ class WorkerContext:
             topic=topic_name,
             dedupe_ttl_s=self.settings.dedupe_ttl_s,
             finish=finish,
+            emit=emit,
         )
         metrics.RECORDS.labels(topic_name).inc(len(records))
         metrics.APPLIED.labels(topic_name).inc(result.applied)
@@ -146,8 +173,9 @@ def create_app(settings: Settings) -> faust.App:
     """The worker's Faust app with every agent registered."""
     from streams import bids, interactions, items, recommend, scraping
 
-    app = faust.App(
+    app = App(
         settings.consumer_group,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=settings.faust_broker,
         store="memory://",
         topic_partitions=settings.partitions,

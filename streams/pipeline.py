@@ -210,8 +210,15 @@ async def apply_batch(
     dedupe_ttl_s: int,
     now: float | None = None,
     finish: FinishFn | None = None,
+    emit: Callable[[], Awaitable[None]] | None = None,
 ) -> BatchResult:
-    """Apply the net effects of the batch's new events and remember their ids, atomically."""
+    """Apply the net effects of the batch's new events and remember their ids, atomically.
+
+    ``emit`` is awaited after the effects are computed and before they are written: it
+    sends the events the batch produced (strategy switches, alerts) and waits for Kafka's
+    ack. A crash between the two redelivers the batch, which is decided again the same
+    way, so an emitted event may repeat (with the same id) but is never lost.
+    """
     result = BatchResult()
     if not events:
         return result
@@ -241,6 +248,8 @@ async def apply_batch(
     if finish is not None:
         finish(effects, fresh, keys)
 
+    if emit is not None:
+        await emit()
     commands = effects.commands()
     fresh_ids = [e.event_id for e in fresh]
     for first in range(0, len(fresh_ids), SCRIPT_CHUNK):  # unpack() in Lua has a stack limit

@@ -49,6 +49,7 @@ from streams.pipeline import Effects, with_redis_retry
 log = logging.getLogger(__name__)
 
 CATALOGUE_POLL_S = 0.2
+SOURCES_POLL_S = 5.0
 DISPLAY_FIELDS = ("title", "url", "category", "source", "domain", "tags", "deadline")
 
 
@@ -236,6 +237,15 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
             async with service.lock:
                 await catch_up()
             await asyncio.sleep(CATALOGUE_POLL_S)
+
+    @ctx.app.timer(interval=SOURCES_POLL_S)
+    async def follow_source_reliability() -> None:
+        # Written by the scraping agents (streams/scraping.py): items of sources whose
+        # scrapers fail or return odd shapes are ranked lower.
+        raw = await with_redis_retry("sources", lambda: ctx.redis.hgetall(ctx.keys.sources))
+        weights = {k.decode(): float(orjson.loads(v)["reliability"]) for k, v in raw.items()}
+        async with service.lock:
+            service.model.set_reliability(weights)
 
     @ctx.app.timer(interval=ctx.settings.refresh_interval_s)
     async def refresh_lists() -> None:

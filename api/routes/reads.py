@@ -15,7 +15,6 @@ router = APIRouter(prefix="/api", tags=["read model"], dependencies=[Depends(req
 
 ACTIONS = ("impression", "click", "view", "like", "dislike", "rate", "save", "hide")
 IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
-LabelPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 
 async def read_model(coro: Any) -> Any:
@@ -69,22 +68,6 @@ async def get_user_counts(user_id: IdPath, redis: RedisDep, keys: KeysDep) -> OR
     return ORJSONResponse(
         {"user_id": user_id, "counts": counts, "interests": interests, "last_ts": fields.get("last_ts")}
     )
-
-
-@router.get("/strategies/{domain}/stats")
-async def get_strategy_stats(domain: LabelPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
-    """Attempt, success and error counters of every strategy tried on a domain."""
-    raw = await read_model(redis.hgetall(keys.strategy(domain)))
-    if not raw:
-        raise HTTPException(404, f"no scrape attempts seen for domain {domain!r}")
-    strategies: dict[str, dict[str, Any]] = {}
-    for field, value in decode_hash(raw).items():
-        strategy, _, counter = field.partition(":")
-        strategies.setdefault(strategy, {})[counter] = value
-    for stats in strategies.values():
-        attempts = stats.get("attempts", 0)
-        stats["success_rate"] = stats.get("successes", 0) / attempts if attempts else None
-    return ORJSONResponse({"domain": domain, "strategies": strategies})
 
 
 @router.get("/bids/{bid_id}")

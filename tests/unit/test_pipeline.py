@@ -14,7 +14,6 @@ from streams.coalesce import Coalescer
 from streams.interactions import apply_user_event, polarity
 from streams.items import apply_item
 from streams.pipeline import decode_batch
-from streams.scraping import apply_attempt
 
 K = Keys("t:")
 
@@ -78,16 +77,6 @@ def test_retracted_item_leaves_catalogue_and_popular() -> None:
         call.xadd("t:catalogue", {"item": doc}, maxlen=200_000),
         call.delete("t:item:i"),
         call.zrem("t:popular", "i"),
-    ]
-
-
-def test_failed_attempt_counts_errors_and_streak() -> None:
-    pipe = fake_pipe()
-    apply_attempt(pipe, validate_event({"type": "scrape_attempt", "ts": 1, "domain": "d", "strategy": "s", "success": False, "error_type": "captcha"}), K)
-    assert pipe.mock_calls == [
-        call.hincrby("t:strategy:d", "s:attempts", 1), call.hincrby("t:strategy:d", "s:failures", 1),
-        call.hincrby("t:strategy:d", "s:consecutive_failures", 1), call.hincrby("t:strategy:d", "s:error:captcha", 1),
-        call.hset("t:strategy:d", "s:last_ts", 1.0),
     ]
 
 

@@ -21,6 +21,7 @@ VALID = [
     {"type": "bid", "bid_id": "b1", "profile_id": "p1", "amount": 10, "profile": {"skills": ["py"], "experience": 2}},
     {"type": "bid_outcome", "bid_id": "b1", "won": True},
     {"type": "strategy_switch", "domain": "a.org", "to_strategy": "api", "reason": "5 failures", "decision_id": "d1"},
+    {"type": "strategy_pin", "domain": "a.org", "strategy": "api", "by": "ops"},
     {"type": "alert", "kind": "no_strategy", "subject": "a.org", "severity": "critical"},
     {"type": "rescrape_request", "source": "a.org", "reason": "titles missing"},
 ]
@@ -28,10 +29,21 @@ VALID = [
 
 @pytest.mark.parametrize("doc", VALID, ids=[d["type"] for d in VALID])
 def test_every_event_type_round_trips(doc: dict) -> None:
+    if doc["type"] == "scrape_attempt":
+        event = decode_event(orjson.dumps(doc))
+        assert decode_event(encode_event(event)) == event
+        return
     event = decode_event(orjson.dumps({**doc, "unknown_field": [1, 2]}))
     again = decode_event(encode_event(event))
     assert again == event
     assert again.unknown_field == [1, 2]  # unknown fields are kept
+
+
+def test_scrape_attempts_refuse_unknown_fields() -> None:
+    # A misspelt field would otherwise silently turn a success into a failure.
+    with pytest.raises(EventDecodeError) as err:
+        validate_event({"type": "scrape_attempt", "domain": "a", "strategy": "s", "success": True, "sucess": 1})
+    assert err.value.errors == [{"field": "sucess", "reason": "Extra inputs are not permitted"}]
 
 
 def test_ids_and_times_are_normalised() -> None:
@@ -66,7 +78,7 @@ def test_wrong_events_name_the_field_and_the_reason(doc: dict, field: str, reaso
     [
         (None, "empty record (no value)"),
         (b"[1, 2]", "an event must be a JSON object, got list"),
-        (b'{"type": 3}', "unknown event type 3; expected one of alert, bid, bid_outcome, interaction, item, preference, rescrape_request, scrape_attempt, strategy_switch, user_deleted"),
+        (b'{"type": 3}', "unknown event type 3; expected one of alert, bid, bid_outcome, interaction, item, preference, rescrape_request, scrape_attempt, strategy_pin, strategy_switch, user_deleted"),
         (b"x" * 2000, "event is 2000 bytes, over the limit of 1024"),
     ],
 )
@@ -100,7 +112,7 @@ def test_routing_and_keys() -> None:
     assert [(route(d["type"]).name, key_of(validate_event(d))) for d in VALID] == [
         ("items", b"i1"), ("interactions", b"42"), ("interactions", b"u1"), ("interactions", b"u1"),
         ("scrape-attempts", b"a.org"), ("bids", b"b1"), ("bids", b"b1"), ("strategy-switches", b"a.org"),
-        ("alerts", b"a.org"), ("rescrape-requests", b"a.org"),
+        ("scrape-attempts", b"a.org"), ("alerts", b"a.org"), ("rescrape-requests", b"a.org"),
     ]
 
 
