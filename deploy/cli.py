@@ -2,7 +2,8 @@
 
 ``eddy up`` runs the whole embedded stack on this machine; ``eddy worker`` and ``eddy api``
 run one part each (as in production); ``eddy simulate`` streams a demo workload into the
-API; ``eddy topics`` declares the Kafka topics; ``eddy schemas`` exports the event
+API; ``eddy scraper`` runs an example self-healing scraper on a simulated web;
+``eddy topics`` declares the Kafka topics; ``eddy schemas`` exports the event
 contracts as JSON Schema; ``eddy evaluate`` replays a file of events test-then-train.
 """
 
@@ -84,11 +85,43 @@ def simulate(
     limit: Annotated[int, typer.Option(help="Stop after this many events (0 = never).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed of the simulated world.")] = 7,
     api_key: Annotated[str | None, typer.Option(envvar="EDDY_PRODUCER_API_KEY", help="X-API-Key.")] = None,
+    scrapes: Annotated[
+        bool, typer.Option(help="Include scrape attempts (--no-scrapes leaves them to `eddy scraper`).")
+    ] = True,
 ) -> None:
     """Stream a simulated workload (users, items, scrapers, bids) into the API."""
     from deploy.feeder import feed
 
-    feed(api_url, rate=rate, batch=batch, limit=limit, seed=seed, api_key=api_key, console=console)
+    feed(
+        api_url, rate=rate, batch=batch, limit=limit, seed=seed, api_key=api_key, scrapes=scrapes,
+        console=console,
+    )
+
+
+@cli.command()
+def scraper(
+    rate: Annotated[float, typer.Option(help="Scrape attempts per second (0 = as fast as possible).")] = 20.0,
+    domains: Annotated[int, typer.Option(help="Simulated domains to scrape (the simulator's first N).")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated web and of exploration.")] = 7,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0 = until Ctrl-C).")] = 0.0,
+    break_rate: Annotated[
+        float, typer.Option(help="Breaks per second of each working strategy on each domain.")
+    ] = 1 / 900,
+    recover_rate: Annotated[float, typer.Option(help="Recoveries per second of each broken strategy.")] = 1 / 120,
+) -> None:
+    """Run an example self-healing scraper on a simulated web.
+
+    It follows the worker's strategy switches, explores other strategies now and then, and
+    reports every attempt to Kafka; strategies break and recover at random times.
+    """
+    from deploy.example_scraper import run_example
+
+    settings = get_settings()
+    _logging(settings)
+    run_example(
+        settings, rate=rate, n_domains=domains, seed=seed, duration=duration,
+        break_per_s=break_rate, recover_per_s=recover_rate, console=console,
+    )
 
 
 @cli.command()
@@ -135,20 +168,23 @@ def evaluate(
 
 @cli.command()
 def up(
-    demo: Annotated[bool, typer.Option(help="Run the demo producer.")] = True,
+    demo: Annotated[bool, typer.Option(help="Run the demo producer and the example scraper.")] = True,
     rate: Annotated[float, typer.Option(help="Demo events per second.")] = 200.0,
+    scraper_rate: Annotated[float, typer.Option(help="Scrape attempts per second of the example scraper.")] = 20.0,
     api_port: Annotated[int, typer.Option(help="API port (0 = any free port).")] = 8000,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0 = until Ctrl-C).")] = 0.0,
     workdir: Annotated[Path, typer.Option(help="Logs and Redis data go here.")] = Path(".eddy"),
 ) -> None:
-    """Run everything on this machine: broker, Redis, worker, API and a demo producer.
+    """Run everything on this machine: broker, Redis, worker, API, a demo producer and an
+    example scraper.
 
     No Docker needed. Ctrl-C stops every process it started.
     """
     from deploy.embedded import run_stack
 
     code = run_stack(
-        demo=demo, rate=rate, api_port=api_port, duration=duration, workdir=workdir, console=console
+        demo=demo, rate=rate, scraper_rate=scraper_rate, api_port=api_port, duration=duration,
+        workdir=workdir, console=console,
     )
     raise typer.Exit(code)
 

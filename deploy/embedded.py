@@ -1,8 +1,10 @@
 """``eddy up``: the whole stack on one machine, without Docker.
 
 Starts, on free loopback ports, the Tansu broker (memory storage), redis-server, one
-worker, the API and the demo producer; shows their state live; and on Ctrl-C (or after
-``--duration``) stops every process it started.
+worker, the API, the demo producer and the example scraper; shows their state live; and on
+Ctrl-C (or after ``--duration``) stops every process it started. The example scraper is
+the only source of scrape attempts: the demo producer runs with ``--no-scrapes``, so the
+attempts the worker learns from all come from a scraper that follows its decisions.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 from deploy.processes import Children, free_port, wait_for_port
+from deploy.simulator import SimConfig
 from deploy.topics import ensure_topics
 from schemas.keys import Keys
 from schemas.settings import Settings
@@ -46,7 +49,14 @@ def _status_table(children: Children, api: str, r: redis.Redis, keys: Keys, star
 
 
 def run_stack(
-    *, demo: bool, rate: float, api_port: int, duration: float, workdir: Path, console: Console
+    *,
+    demo: bool,
+    rate: float,
+    api_port: int,
+    duration: float,
+    workdir: Path,
+    console: Console,
+    scraper_rate: float = 20.0,
 ) -> int:
     """Run the embedded stack until Ctrl-C, ``duration`` or a child's death; returns an exit code."""
     started = time.monotonic()
@@ -65,6 +75,9 @@ def run_stack(
         "EDDY_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
         "EDDY_WORKER_METRICS_PORT": str(metrics_port),
         "EDDY_LOG_LEVEL": "warning",
+        # The worker must know every strategy the example scraper can use, not only the
+        # ones it has seen attempts of, to offer them for exploration and switch to them.
+        "EDDY_SCRAPE_STRATEGIES": ",".join(SimConfig().strategies),
     }
     api = f"http://127.0.0.1:{api_port}"
     stop_requested = False
@@ -86,7 +99,8 @@ def run_stack(
             api_proc = children.start_eddy("api", ["api", "--port", str(api_port)], env)
             wait_for_port(api_port, proc=api_proc)
         if demo:
-            children.start_eddy("simulate", ["simulate", "--api", api, "--rate", str(rate)], env)
+            children.start_eddy("simulate", ["simulate", "--api", api, "--rate", str(rate), "--no-scrapes"], env)
+            children.start_eddy("scraper", ["scraper", "--rate", str(scraper_rate)], env)
         console.print(
             f"[bold]Eddy is up[/] in {time.monotonic() - started:.1f}s\n"
             f"  API        {api}\n"

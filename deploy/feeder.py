@@ -39,9 +39,14 @@ def feed(
     seed: int,
     api_key: str | None,
     console: Console,
+    scrapes: bool = True,
 ) -> int:
-    """Stream the simulator into ``api_url``; returns the number of events sent."""
-    sim = Simulator(SimConfig(seed=seed))
+    """Stream the simulator into ``api_url``; returns the number of events sent.
+
+    ``scrapes=False`` leaves scrape attempts out, for when a real scraper (``eddy scraper``)
+    reports the simulated domains' attempts and the two must not mix.
+    """
+    sim = Simulator(SimConfig(seed=seed) if scrapes else SimConfig(seed=seed, weight_scrape=0.0))
     events = sim.events()
     headers = {"X-API-Key": api_key} if api_key else {}
     url = api_url.rstrip("/") + "/api/events"
