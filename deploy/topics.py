@@ -36,7 +36,8 @@ def ensure_topics(settings: Settings, *, timeout_s: float = 60.0) -> list[str]:
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(spec.full_name(settings), settings.partitions, settings.replication_factor)
+            NewTopic(spec.full_name(settings), settings.partitions, settings.replication_factor,
+                     topic_configs=dict(spec.configs))
             for spec in CATALOGUE
             if spec.full_name(settings) not in existing
         ]

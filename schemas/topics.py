@@ -21,6 +21,7 @@ class TopicSpec:
     key_field: str | None
     types: tuple[str, ...]
     inbound: bool
+    configs: tuple[tuple[str, str], ...] = ()  # topic configs Eddy creates it with
 
     def full_name(self, settings: Settings) -> str:
         return f"{settings.topic_prefix}{self.name}"
@@ -33,7 +34,10 @@ INTERACTIONS = TopicSpec(
 #: Operators' pins travel with the attempts, so the worker owning a domain sees both in order.
 SCRAPE_ATTEMPTS = TopicSpec("scrape-attempts", "domain", ("scrape_attempt", "strategy_pin"), inbound=True)
 BIDS = TopicSpec("bids", "bid_id", ("bid", "bid_outcome"), inbound=True)
-STRATEGY_SWITCHES = TopicSpec("strategy-switches", "domain", ("strategy_switch",), inbound=False)
+#: Compacted: keyed by domain, the log keeps every domain's latest decision for new scrapers.
+STRATEGY_SWITCHES = TopicSpec(
+    "strategy-switches", "domain", ("strategy_switch",), inbound=False, configs=(("cleanup.policy", "compact"),)
+)
 ALERTS = TopicSpec("alerts", "subject", ("alert",), inbound=False)
 RESCRAPE_REQUESTS = TopicSpec("rescrape-requests", "source", ("rescrape_request",), inbound=False)
 DEAD_LETTERS = TopicSpec("dead-letters", None, (), inbound=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 from hypothesis import given
@@ -136,3 +138,9 @@ def test_settings_bind_to_eddy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDDY_PARTITIONS", "0")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`EDDY_{name.upper()}`" not in readme]
+    assert missing == []
