@@ -85,7 +85,7 @@ class SelectorConfig:
     confidence: float = 0.95
     min_gain: float = 0.05
     min_evidence: float = 10.0
-    recovery_successes: int = 5
+    recovery_successes: int = 3
     discount: float = 0.99
     explore_rate: float = 0.05
     latency_window: int = 200
@@ -135,6 +135,7 @@ class _Arm:
     slow: float | None = None
     items_found: int = 0
     tripped: str | None = None  # why, while tripped
+    saved: tuple[float, float] | None = None  # the posterior from before the trip
     last_ts: float = 0.0
 
     def mean(self) -> float:
@@ -173,6 +174,7 @@ class _Arm:
         arm.recent = deque(state.get("recent", ()), maxlen=max(config.window, config.error_burst_window))
         arm.latencies = deque(state.get("latencies", ()), maxlen=config.latency_window)
         arm.buckets = {int(b): list(v) for b, v in state.get("buckets", {}).items()}
+        arm.saved = None if arm.saved is None else tuple(arm.saved)
         return arm
 
 
@@ -308,10 +310,16 @@ class DomainSelector:
             why = self._trip_reason(strategy, arm)
             if why is not None:
                 arm.tripped = why
-                # The evidence from before the break no longer describes the strategy.
+                # While broken, only evidence from the break counts; what the strategy was
+                # worth before is kept for when it works again (a blocked IP is lifted, a
+                # fixed parser ships): it then competes at its old rate at once.
+                arm.saved = (arm.alpha, arm.beta)
                 arm.alpha, arm.beta = 1.0, 1.0 + min(arm.consecutive_failures, 5)
         elif success and arm.consecutive_successes >= cfg.recovery_successes:
             arm.tripped = None
+            if arm.saved is not None:
+                arm.alpha, arm.beta = arm.saved[0] + arm.consecutive_successes, arm.saved[1]
+                arm.saved = None
             arm.recent.clear()
             arm.recent.extend([""] * arm.consecutive_successes)
             if self.no_working:
@@ -322,7 +330,7 @@ class DomainSelector:
             return out
         current = self.arms[self.current]
         if strategy == self.current and arm.tripped is not None:
-            target = self._best(exclude=self.current)
+            target = self._best(exclude=self.current) or self._least_broken(current)
             if target is not None:
                 out.append(self._switch(target, "trip", arm.tripped, ts))
             elif not self.no_working:
@@ -368,6 +376,16 @@ class DomainSelector:
         """The untripped strategy with the best posterior mean (ties: by name)."""
         candidates = sorted((-a.mean(), n) for n, a in self.arms.items() if n != exclude and a.tripped is None)
         return candidates[0][1] if candidates else None
+
+    def _least_broken(self, current: _Arm) -> str | None:
+        """When every other strategy broke too: the one doing clearly best since it broke,
+        if it still clears the rate threshold (a poor strategy beats a blocked one)."""
+        cfg = self.config
+        floor = max(cfg.rate_threshold or 0.0, current.mean() + cfg.min_gain)
+        # alpha > 1.5: it has succeeded since it broke (a tripped strategy restarts at alpha 1).
+        others = sorted((-a.mean(), n) for n, a in self.arms.items()
+                        if n != self.current and a.alpha > 1.5 and a.mean() >= floor)
+        return others[0][1] if others else None
 
     def _clearly_better(self, name: str, current: _Arm) -> bool:
         cfg, arm = self.config, self.arms[name]

@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     )
     scrape_min_gain: float = Field(0.05, ge=0, le=1, description="Smallest success-rate gain worth a switch.")
     scrape_recovery_successes: int = Field(
-        5, ge=1, description="Successes in a row that bring a strategy that broke back into play."
+        3, ge=1, description="Successes in a row that bring a strategy that broke back into play."
     )
     scrape_discount: float = Field(
         0.99, gt=0, le=1, description="Weight past attempts keep at each new one (recent evidence counts more)."

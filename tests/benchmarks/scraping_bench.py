@@ -160,11 +160,11 @@ def _run(settings, web: SimulatedWeb, attempts: int, rate: float, seed: int,  # 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attempts", type=int, default=100_000)
+    parser.add_argument("--attempts", type=int, default=60_000)
     parser.add_argument("--rate", type=float, default=800.0, help="attempts/s over all 50 domains")
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--break-p", type=float, default=1 / 1500, help="per strategy, per attempt on its domain")
-    parser.add_argument("--recover-p", type=float, default=1 / 500)
+    parser.add_argument("--break-p", type=float, default=1 / 1000, help="per strategy, per attempt on its domain")
+    parser.add_argument("--recover-p", type=float, default=1 / 400)
     parser.add_argument("--explore", type=float, default=0.05)
     parser.add_argument("--append", type=Path, help="append the markdown section here")
     args = parser.parse_args()

@@ -66,6 +66,18 @@ def test_when_every_strategy_fails_one_alarm_and_no_ping_pong() -> None:
     assert [(d.from_strategy, d.to_strategy) for d in decisions(outs)] == [("api", "requests")]
 
 
+def test_a_poor_strategy_beats_a_blocked_one_when_nothing_better_is_left() -> None:
+    sel = healthy(strategies=("api", "requests", "rss"))
+    feed(sel, "rss", "00000", t0=50)  # explored, tripped: a poor strategy fails in runs
+    feed(sel, "rss", "0100100000100", t0=60)  # ...but still works now and then
+    first = decisions(feed(sel, "requests", "00000", t0=100))
+    assert [(d.from_strategy, d.to_strategy) for d in first] == [("requests", "api")]
+    outs = feed(sel, "api", "0" * 20, t0=200)
+    assert [(d.from_strategy, d.to_strategy, d.trigger) for d in decisions(outs)] == [
+        ("api", "rss", "consecutive_failures")]
+    assert [o for o in outs if isinstance(o, Alarm)] == []
+
+
 def test_low_success_rate_rule_alone() -> None:
     sel = healthy(consecutive_failures=None, error_burst=None, reevaluate_every=None)
     # 1 success in 12: never 5 failures in a row is not required for this rule.
