@@ -15,7 +15,7 @@ from fastapi.responses import ORJSONResponse
 
 from api.metrics import REQUEST_SECONDS
 from api.producer import EventProducer
-from api.routes import events, health, reads, recommendations, scraping
+from api.routes import bids, events, health, reads, recommendations, scraping
 from schemas.keys import Keys
 from schemas.settings import Settings, get_settings
 
@@ -79,4 +79,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reads.router)
     app.include_router(recommendations.router)
     app.include_router(scraping.router)
+    app.include_router(bids.router)
     return app

@@ -422,12 +422,15 @@ class Simulator:
             skills = rng.sample(_SKILLS, rng.randint(2, 5))
             job_id = f"job-{len(self._jobs)}"
             filler = " ".join(rng.choices(_JOB_FILLER, k=rng.randint(4, 12)))
+            self._job_budget[job_id] = round(rng.lognormvariate(math.log(600.0), 0.7), 2)
             self._jobs.append({
                 "job_id": job_id,
                 "job_title": f"{skills[0].replace('-', ' ').title()} work",
                 "job_text": f"{filler}. Skills: {', '.join(skills)}.",
+                # What a job post shows; the win model also uses it, but hides how.
+                "job_budget": self._job_budget[job_id],
+                "job_posted_at": self._now,
             })
-            self._job_budget[job_id] = round(rng.lognormvariate(math.log(600.0), 0.7), 2)
         p = rng.randrange(cfg.n_profiles)
         profile = self._profiles[p]
         recent = self._jobs[-20:]

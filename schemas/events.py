@@ -182,6 +182,8 @@ class BidEvent(EventBase):
     job_id: Id | None = None
     job_title: ShortText | None = None
     job_text: LongText | None = None
+    job_budget: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    job_posted_at: Timestamp | None = None
     bid_text: LongText | None = None
     amount: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     profile: BidProfile = BidProfile()

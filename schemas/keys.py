@@ -70,8 +70,26 @@ class Keys:
         return f"{self.prefix}sources"
 
     def bid(self, bid_id: str) -> str:
-        """JSON: a bid, its score and later its outcome."""
+        """Hash: a bid, its score when placed, its features, and later its outcome."""
         return f"{self.prefix}bid:{bid_id}"
+
+    @property
+    def bids_pending(self) -> str:
+        """Sorted set: bid -> placement time, for bids still waiting for their outcome."""
+        return f"{self.prefix}bids:pending"
+
+    def bid_profile(self, profile_id: str) -> str:
+        """JSON: a freelancer's bid and outcome history (for scoring draft bids)."""
+        return f"{self.prefix}bidprofile:{profile_id}"
+
+    def bid_job(self, job_id: str) -> str:
+        """JSON: the bids a job drew so far (for scoring draft bids)."""
+        return f"{self.prefix}bidjob:{job_id}"
+
+    @property
+    def bid_models(self) -> str:
+        """Hash: worker -> JSON snapshot of its bid model (weights), for scoring draft bids."""
+        return f"{self.prefix}bidmodels"
 
     def seen_bucket(self, bucket: int) -> str:
         """Set with a TTL: ids of the events applied during one slice of the dedupe window."""

@@ -117,6 +117,15 @@ class Settings(BaseSettings):
         True, description="Watch the shape of scraped items and emit rescrape requests on sudden shifts."
     )
 
+    # --- Bids ---------------------------------------------------------------------------
+    bid_expiry_s: float = Field(
+        30 * 86400.0, gt=0, description="A bid whose outcome has not come this long after it was placed expires."
+    )
+    bid_retention_s: int = Field(
+        90 * 86400, ge=60, description="How long a bid's record stays readable after its outcome or expiry."
+    )
+    bid_metrics_window: int = Field(1000, ge=10, description="Outcomes in the rolling window of the bid metrics.")
+
     # --- API ---------------------------------------------------------------------------
     api_max_batch: int = Field(1000, ge=1, le=100_000, description="Most events one POST /api/events takes.")
     api_max_body_bytes: int = Field(

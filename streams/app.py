@@ -22,6 +22,7 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
+from schemas.events import encode_event
 from schemas.keys import Keys
 from schemas.settings import Settings
 from schemas.topics import DEAD_LETTERS, TopicSpec
@@ -153,6 +154,15 @@ class WorkerContext:
         decoded = decode_batch(records, allowed_types=allowed, max_bytes=self.settings.max_event_bytes)
         if decoded.dead:
             await self.dead_letter(decoded.dead)
+        record_of = {id(event): rec for event, rec in decoded.events}
+
+        async def reject(rejected: list) -> None:
+            letters = []
+            for event, reason in rejected:
+                rec = record_of[id(event)]
+                letters.append(DeadLetter(reason, rec.topic, rec.partition, rec.offset, rec.key,
+                                          encode_event(event), [{"field": "", "reason": reason}]))
+            await self.dead_letter(letters)
         result = await apply_batch(
             self.redis,
             self.keys,
@@ -162,11 +172,12 @@ class WorkerContext:
             dedupe_ttl_s=self.settings.dedupe_ttl_s,
             finish=finish,
             emit=emit,
+            reject=reject,
         )
         metrics.RECORDS.labels(topic_name).inc(len(records))
         metrics.APPLIED.labels(topic_name).inc(result.applied)
         metrics.DUPLICATES.labels(topic_name).inc(result.duplicates)
-        metrics.DEAD_LETTERS.labels(topic_name).inc(len(decoded.dead))
+        metrics.DEAD_LETTERS.labels(topic_name).inc(len(decoded.dead) + result.rejected)
 
 
 def create_app(settings: Settings) -> faust.App:

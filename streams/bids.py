@@ -1,29 +1,239 @@
-"""Bids and their outcomes, joined by bid_id (both keyed by it on the bids topic).
+"""Bids: scored when placed, learned from when their outcome lands days later.
 
-The bid is stored on arrival and its outcome added when it lands, in one Redis hash.
+Bids and outcomes share the ``bids`` topic, keyed by ``bid_id``, so a bid and its outcome
+meet in one worker. On a bid the worker computes its features (:class:`BidFeaturizer`),
+scores it and stores score, features and expiry in ``bid:{bid_id}``, with the bid in the
+``bids:pending`` sorted set. On its outcome the model learns from exactly the stored
+features, and the score given at placement is compared with the outcome (progressive
+validation, beside the profile's historical win rate). Pending bids live in memory and
+in Redis; a bid without an outcome after ``EDDY_BID_EXPIRY_S`` (event time) expires, so
+memory stays bounded; a later outcome for it, like one for a bid never seen, is
+dead-lettered with the reason. After a restart or a rebalance the worker takes the
+pending bids back from Redis, so outcomes still learn from the features scored with.
+
+Profile history and job statistics are kept by each worker for the bids it owns (a
+sample of every profile's bids when there are several workers, as trending is for the
+recommender) and written to Redis, with the model's weights, so the API can score a draft
+bid with the same code.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import logging
+import os
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
 import orjson
 
-from schemas.events import BidEvent, BidOutcomeEvent
+from online_models.bids import BidFeaturizer, BidScores, WinModel
+from schemas.envelope import partition_of
 from schemas.keys import Keys
+from schemas.settings import Settings
 from schemas.topics import BIDS
-from streams.pipeline import Effects
+from streams.pipeline import Effects, Rejected, with_redis_retry
+
+log = logging.getLogger(__name__)
+
+FINISHED_KEPT = 200_000  # resolved or expired bid ids remembered, to say why an outcome is refused
+SNAPSHOT_EVERY_S = 1.0
 
 
-def apply_bid_event(pipe: Effects, event: BidEvent | BidOutcomeEvent, keys: Keys) -> None:
-    """Queue the writes of a bid or of its outcome."""
-    key = keys.bid(event.bid_id)
-    if event.type == "bid":
-        pipe.hset(
-            key,
-            mapping={"bid": orjson.dumps(event.model_dump(mode="json", exclude_none=True)), "placed_at": event.ts},
+class BidService:
+    """One worker's bid model, its pending bids and its live validation."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.featurizer = BidFeaturizer()
+        self.model = WinModel()
+        self.scores = BidScores(window=settings.bid_metrics_window)
+        self.baseline_scores = BidScores(window=settings.bid_metrics_window)
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.deadlines: list[tuple[float, str]] = []  # heap of (placed at, bid), pending or not
+        self.finished: OrderedDict[str, tuple[str, float]] = OrderedDict()  # bid -> (what, when)
+        self.clock = 0.0
+        self.stale = True
+        self.owned: set[int] | None = None  # partitions of the bids topic (None: not known yet)
+        self.profiles: set[str] = set()
+        self.jobs: set[str] = set()
+        self.expired = 0
+        self.dirty = False  # the model changed since its weights were last published
+        self.member = f"{socket.gethostname()}:{os.getpid()}"
+        self.lock = asyncio.Lock()
+
+    # --- restore --------------------------------------------------------------------------
+
+    async def load(self, redis: Any, keys: Keys) -> None:
+        """Take the pending bids back from Redis (after a start, a restart or a rebalance)."""
+        ids = await redis.zrange(keys.bids_pending, 0, -1, withscores=True)
+        pending: dict[str, dict[str, Any]] = {}
+        partitions = range(self.settings.partitions)
+        for raw_id, placed in ids:
+            bid_id = raw_id.decode()
+            if self.owned is not None and partition_of(raw_id, partitions) not in self.owned:
+                continue  # another worker's bid
+            fields = await redis.hmget(keys.bid(bid_id), "features", "score", "baseline", "profile_id")
+            if fields[0] is None:
+                continue
+            pending[bid_id] = {
+                "x": orjson.loads(fields[0]), "p": float(fields[1]), "baseline": float(fields[2]),
+                "ts": placed, "profile_id": fields[3].decode(),
+            }
+        self.pending = pending
+        self.deadlines = [(entry["ts"], bid_id) for bid_id, entry in pending.items()]
+        heapq.heapify(self.deadlines)
+        self.stale = False
+
+    # --- the batch path -------------------------------------------------------------------
+
+    def effect(self, effects: Effects, event: Any, keys: Keys) -> None:
+        if event.type == "bid":
+            self._bid(effects, event, keys)
+        else:
+            self._outcome(effects, event, keys)
+
+    def _bid(self, effects: Effects, event: Any, keys: Keys) -> None:
+        if event.bid_id in self.pending or event.bid_id in self.finished:
+            raise Rejected(f"bid {event.bid_id!r} was already placed; a bid is placed once")
+        ts = event.ts
+        bid = event.model_dump(mode="json", exclude_none=True)
+        x = self.featurizer.learn_bid(bid, ts)
+        p = self.model.predict_one(x)
+        baseline = self.featurizer.baseline(event.profile_id, ts)
+        self.clock = max(self.clock, ts)
+        self.pending[event.bid_id] = {"x": x, "p": p, "baseline": baseline, "ts": ts, "profile_id": event.profile_id}
+        heapq.heappush(self.deadlines, (ts, event.bid_id))
+        key = keys.bid(event.bid_id)
+        effects.hset(key, mapping={
+            "bid": orjson.dumps(bid), "placed_at": ts, "score": p, "baseline": baseline,
+            "model_version": f"v{self.model.version}.{self.model.learned}", "features": orjson.dumps(x),
+            "profile_id": event.profile_id, "expires_at": ts + self.settings.bid_expiry_s,
+        })
+        effects.zadd(keys.bids_pending, {event.bid_id: ts})
+        self.profiles.add(event.profile_id)
+        if event.job_id is not None:
+            self.jobs.add(event.job_id)
+
+    def _outcome(self, effects: Effects, event: Any, keys: Keys) -> None:
+        entry = self.pending.get(event.bid_id)
+        if entry is None:
+            what = self.finished.get(event.bid_id)
+            if what is None:
+                raise Rejected(f"outcome for unknown bid {event.bid_id!r}")
+            if what[0] == "expired":
+                raise Rejected(f"outcome for bid {event.bid_id!r} that expired at {what[1]:.0f}: "
+                               f"no outcome within {self.settings.bid_expiry_s:.0f} s of its placement")
+            raise Rejected(f"bid {event.bid_id!r} already has an outcome")
+        ts = event.ts
+        del self.pending[event.bid_id]
+        self._finish(event.bid_id, "outcome", ts)
+        # Exactly the features it was scored with: what the model would have known then.
+        self.model.learn_one(entry["x"], event.won)
+        self.scores.update(event.won, entry["p"])
+        self.baseline_scores.update(event.won, entry["baseline"])
+        self.featurizer.learn_outcome(entry["profile_id"], event.won, ts)
+        self.profiles.add(entry["profile_id"])
+        self.clock = max(self.clock, ts)
+        key = keys.bid(event.bid_id)
+        effects.hset(key, mapping={"won": int(event.won), "outcome_at": ts, "delay_s": ts - entry["ts"]})
+        effects.expire(key, self.settings.bid_retention_s)
+        effects.zrem(keys.bids_pending, event.bid_id)
+
+    def _finish(self, bid_id: str, what: str, ts: float) -> None:
+        self.finished[bid_id] = (what, ts)
+        if len(self.finished) > FINISHED_KEPT:
+            self.finished.popitem(last=False)
+
+    def expire(self, effects: Effects, keys: Keys) -> int:
+        """Drop bids placed longer than the expiry ago (event time); returns how many."""
+        cutoff = self.clock - self.settings.bid_expiry_s
+        gone = []
+        # A heap by placement time: partitions interleave, so arrival order is not time order.
+        while self.deadlines and self.deadlines[0][0] < cutoff:
+            _, bid_id = heapq.heappop(self.deadlines)
+            if bid_id in self.pending:  # else its outcome came first
+                gone.append(bid_id)
+        for bid_id in gone:
+            entry = self.pending.pop(bid_id)
+            expired_at = entry["ts"] + self.settings.bid_expiry_s
+            self._finish(bid_id, "expired", expired_at)
+            effects.hset(keys.bid(bid_id), mapping={"expired_at": expired_at})
+            effects.expire(keys.bid(bid_id), self.settings.bid_retention_s)
+        if gone:
+            effects.zrem(keys.bids_pending, *gone)
+            self.expired += len(gone)
+        return len(gone)
+
+    def finish(self, effects: Effects, fresh: Sequence[Any], keys: Keys) -> None:
+        """After a batch: expiries, the histories the API scores drafts with, the figures."""
+        self.expire(effects, keys)
+        f = self.featurizer
+        for profile_id in self.profiles:
+            history = f.profiles.get(profile_id)
+            if history is not None:
+                effects.set(keys.bid_profile(profile_id), orjson.dumps(history.to_state()),
+                            ex=self.settings.bid_retention_s)
+        for job_id in self.jobs:
+            job = f.jobs.get(job_id)
+            if job is not None:
+                effects.set(keys.bid_job(job_id), orjson.dumps(job.to_state()), ex=self.settings.bid_retention_s)
+        self.profiles.clear()
+        self.jobs.clear()
+        effects.hset(keys.models, f"bids:{self.member}", orjson.dumps(self.quality()))
+        self.dirty = True
+
+    def snapshot(self) -> bytes | None:
+        """The model's weights for draft scoring, when they changed since the last call."""
+        if not self.dirty:
+            return None
+        self.dirty = False
+        return orjson.dumps(
+            self.model.snapshot() | {"skills": sorted(self.featurizer.skills), "updated_at": time.time()}
         )
-    else:
-        pipe.hset(key, mapping={"won": int(event.won), "outcome_at": event.ts})
+
+    def quality(self) -> dict[str, Any]:
+        return {
+            "model": "logistic_regression",
+            "model_version": f"v{self.model.version}.{self.model.learned}",
+            "learned": self.model.learned,
+            "pending": len(self.pending),
+            "expired": self.expired,
+            "expiry_s": self.settings.bid_expiry_s,
+            "model_scores": self.scores.report(),
+            "baseline": "profile's smoothed historical win rate",
+            "baseline_scores": self.baseline_scores.report(),
+            "top_weights": self.model.top_weights(15),
+            "event_time": self.clock,
+            "updated_at": time.time(),
+        }
 
 
 def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import cycle)
-    ctx.consume(BIDS, apply_bid_event, name="join_bid_outcomes")
+    service = BidService(ctx.settings)
+    bids_topic = BIDS.full_name(ctx.settings)
+
+    async def before() -> None:
+        if service.stale:
+            await with_redis_retry("load pending bids", lambda: service.load(ctx.redis, ctx.keys))
+
+    ctx.consume(BIDS, service.effect, name="score_and_learn_bids", finish=service.finish, before=before,
+                lock=service.lock)
+
+    @ctx.app.timer(interval=SNAPSHOT_EVERY_S)
+    async def publish_bid_model() -> None:
+        # Weights are published at most once a second, not per batch: they are the largest
+        # thing the bids agent writes, and draft scoring does not need them fresher.
+        async with service.lock:
+            doc = service.snapshot()
+        if doc is not None:
+            await with_redis_retry("bid model", lambda: ctx.redis.hset(ctx.keys.bid_models, service.member, doc))
+
+    @ctx.app.on_partitions_assigned.connect
+    async def reload_pending(app: Any, assigned: set, **kwargs: Any) -> None:
+        service.owned = {tp.partition for tp in assigned if tp.topic == bids_topic}
+        service.stale = True

@@ -35,6 +35,7 @@ class _KeyOps:
     hash_fields: dict[str, tuple[int, Any]] = field(default_factory=dict)
     zset: dict[str, tuple[int, float]] = field(default_factory=dict)
     zrem: set[str] = field(default_factory=set)
+    expire: int | None = None  # EXPIRE after the hash and sorted-set writes
 
 
 class Coalescer:
@@ -108,6 +109,10 @@ class Coalescer:
             ops.zset.pop(value, None)
             ops.zrem.add(value)
 
+    def expire(self, name: str, seconds: int) -> None:
+        """Let a hash or sorted set expire ``seconds`` after the batch (latest call wins)."""
+        self._ops(name).expire = int(seconds)
+
     def xadd(self, name: str, fields: dict[str, Any], maxlen: int | None = None) -> None:
         """Append to a stream. Appends are never folded; they run last, in call order."""
         cap = ("MAXLEN", "~", maxlen) if maxlen else ()
@@ -139,6 +144,8 @@ class Coalescer:
             for member, (kind, amount) in ops.zset.items():
                 if kind == _INCR:
                     out.append(("ZINCRBY", name, amount, member))
+            if ops.expire is not None:
+                out.append(("EXPIRE", name, ops.expire))
         out.extend(self._appends)
         return out
 

@@ -121,6 +121,15 @@ def decode_batch(
     return out
 
 
+class Rejected(Exception):  # noqa: N818 - reads as "raise Rejected(reason)"
+    """Raised by an effect, before it changes anything, for a valid event that cannot be
+    used (an outcome for an unknown bid): the event is dead-lettered with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Effects(Protocol):
     """The subset of a redis pipeline an effect function may call (all queued, not run)."""
 
@@ -133,6 +142,7 @@ class Effects(Protocol):
     def zrem(self, name: str, *values: str) -> Any: ...
     def zadd(self, name: str, mapping: dict[str, float]) -> Any: ...
     def xadd(self, name: str, fields: dict[str, Any], maxlen: int | None = None) -> Any: ...
+    def expire(self, name: str, seconds: int) -> Any: ...
 
 
 #: Records the Redis writes of one event (on a Coalescer, or any object with these methods).
@@ -161,6 +171,7 @@ async def with_redis_retry(what: str, op: Callable[[], Awaitable[Any]]) -> Any:
 class BatchResult:
     applied: int = 0
     duplicates: int = 0
+    rejected: int = 0
 
 
 SEEN_SCRIPT = """
@@ -211,6 +222,7 @@ async def apply_batch(
     now: float | None = None,
     finish: FinishFn | None = None,
     emit: Callable[[], Awaitable[None]] | None = None,
+    reject: Callable[[list[tuple[Event, str]]], Awaitable[None]] | None = None,
 ) -> BatchResult:
     """Apply the net effects of the batch's new events and remember their ids, atomically.
 
@@ -218,6 +230,10 @@ async def apply_batch(
     sends the events the batch produced (strategy switches, alerts) and waits for Kafka's
     ack. A crash between the two redelivers the batch, which is decided again the same
     way, so an emitted event may repeat (with the same id) but is never lost.
+
+    An effect that raises :class:`Rejected` has its event handed to ``reject`` (to be
+    dead-lettered) at the same point; its id is remembered with the batch, so it is
+    dead-lettered once, or at worst twice after a crash, and never applied.
     """
     result = BatchResult()
     if not events:
@@ -243,21 +259,30 @@ async def apply_batch(
         return result
 
     effects = Coalescer()
+    rejected: list[tuple[Event, str]] = []
     for event in fresh:
-        effect(effects, event, keys)
+        try:
+            effect(effects, event, keys)
+        except Rejected as exc:
+            rejected.append((event, exc.reason))
     if finish is not None:
         finish(effects, fresh, keys)
 
     if emit is not None:
         await emit()
+    if rejected:
+        if reject is None:
+            raise RuntimeError(f"an effect rejected {len(rejected)} events but nothing dead-letters them")
+        await reject(rejected)
     commands = effects.commands()
     fresh_ids = [e.event_id for e in fresh]
     for first in range(0, len(fresh_ids), SCRIPT_CHUNK):  # unpack() in Lua has a stack limit
         commands.append(("SADD", current, *fresh_ids[first : first + SCRIPT_CHUNK]))
     commands.append(("EXPIRE", current, dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1, "NX"))
     # Counted in the same atomic call as the effects, so it is exact under redelivery.
-    commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(fresh)))
+    commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(fresh) - len(rejected)))
     payload = encode_commands(commands)
     await with_redis_retry("apply", lambda: redis.eval(APPLY_SCRIPT, 0, payload))
-    result.applied = len(fresh)
+    result.applied = len(fresh) - len(rejected)
+    result.rejected = len(rejected)
     return result

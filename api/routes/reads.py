@@ -68,21 +68,3 @@ async def get_user_counts(user_id: IdPath, redis: RedisDep, keys: KeysDep) -> OR
     return ORJSONResponse(
         {"user_id": user_id, "counts": counts, "interests": interests, "last_ts": fields.get("last_ts")}
     )
-
-
-@router.get("/bids/{bid_id}")
-async def get_bid(bid_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
-    """A bid and, once it has landed, its outcome."""
-    raw = await read_model(redis.hgetall(keys.bid(bid_id)))
-    if not raw:
-        raise HTTPException(404, f"unknown bid {bid_id!r}")
-    fields = decode_hash(raw)
-    won = fields.get("won")
-    return ORJSONResponse(
-        {
-            "bid_id": bid_id,
-            "bid": fields.get("bid"),
-            "placed_at": fields.get("placed_at"),
-            "outcome": None if won is None else {"won": bool(won), "at": fields.get("outcome_at")},
-        }
-    )
