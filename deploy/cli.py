@@ -4,7 +4,8 @@
 run one part each (as in production); ``eddy simulate`` streams a demo workload into the
 API; ``eddy scraper`` runs an example self-healing scraper on a simulated web;
 ``eddy topics`` declares the Kafka topics; ``eddy schemas`` exports the event
-contracts as JSON Schema; ``eddy evaluate`` replays a file of events test-then-train.
+contracts as JSON Schema; ``eddy evaluate`` replays a file of events test-then-train;
+``eddy export bids`` writes the bids joined with their outcomes as a versioned dataset.
 """
 
 from __future__ import annotations
@@ -187,6 +188,51 @@ def up(
         workdir=workdir, console=console,
     )
     raise typer.Exit(code)
+
+
+export_cli = typer.Typer(help="Write versioned datasets for offline training.", no_args_is_help=True)
+cli.add_typer(export_cli, name="export")
+
+
+@export_cli.command("bids")
+def export_bids_command(
+    out: Annotated[Path, typer.Option(help="Directory the dataset, its schema and manifest go to.")],
+    timeout: Annotated[float, typer.Option(help="Longest to wait for the bids topic to be read, in seconds.")] = 60.0,
+) -> None:
+    """Export the bids that have an outcome, joined with it, as a dated Parquet file.
+
+    Beside it go its schema and a manifest: rows, date ranges, the topic offsets read,
+    what was left out, and the file's SHA-256.
+    """
+    from rich.table import Table
+
+    from deploy.export import export_bids
+
+    settings = get_settings()
+    _logging(settings)
+    try:
+        manifest = export_bids(settings, out, timeout_s=timeout)
+    except (RuntimeError, TimeoutError, FileExistsError) as exc:
+        console.print(f"[red]export failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(title=f"{out / manifest['file']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("rows", f"{manifest['rows']:,}")
+    for span in ("placed_at", "outcome_at"):
+        table.add_row(span, f"{manifest[span]['min'] or '-'} .. {manifest[span]['max'] or '-'}")
+    table.add_row("topic", manifest["topic"])
+    table.add_row("offsets", ", ".join(
+        f"{p}: {o['start']}-{o['end']}" for p, o in manifest["source_offsets"].items()
+    ))
+    table.add_row("features from", ", ".join(f"{k} {v:,}" for k, v in manifest["features_from"].items()))
+    table.add_row("left out", (
+        f"{manifest['bids_without_outcome']:,} bids without outcome, "
+        f"{manifest['outcomes_without_bid']:,} outcomes without bid, "
+        f"{manifest['invalid_records']:,} invalid, {manifest['duplicates']:,} duplicates"
+    ))
+    table.add_row("sha256", manifest["sha256"])
+    console.print(table)
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ import orjson
 
 from schemas.events import validate_event
 from schemas.keys import Keys
-from streams.bids import apply_bid_event
 from streams.coalesce import Coalescer
 from streams.interactions import apply_user_event, polarity
 from streams.items import apply_item
@@ -78,9 +77,3 @@ def test_retracted_item_leaves_catalogue_and_popular() -> None:
         call.delete("t:item:i"),
         call.zrem("t:popular", "i"),
     ]
-
-
-def test_outcome_is_joined_to_its_bid() -> None:
-    pipe = fake_pipe()
-    apply_bid_event(pipe, validate_event({"type": "bid_outcome", "ts": 3, "bid_id": "b", "won": False}), K)
-    assert pipe.mock_calls == [call.hset("t:bid:b", mapping={"won": 0, "outcome_at": 3.0})]
