@@ -9,6 +9,8 @@ attempts the worker learns from all come from a scraper that follows its decisio
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -75,6 +77,8 @@ def run_stack(
         "EDDY_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
         "EDDY_WORKER_METRICS_PORT": str(metrics_port),
         "EDDY_LOG_LEVEL": "warning",
+        # A fresh admin key per run, shown below, so pins work locally and nowhere else.
+        "EDDY_ADMIN_API_KEY": os.environ.get("EDDY_ADMIN_API_KEY") or secrets.token_urlsafe(24),
         # The worker must know every strategy the example scraper can use, not only the
         # ones it has seen attempts of, to offer them for exploration and switch to them.
         "EDDY_SCRAPE_STRATEGIES": ",".join(SimConfig().strategies),
@@ -106,6 +110,7 @@ def run_stack(
             f"  API        {api}\n"
             f"  docs       {api}/docs\n"
             f"  readiness  {api}/readyz\n"
+            f"  admin key  {env['EDDY_ADMIN_API_KEY']} (X-API-Key for POST /api/strategies/{{domain}}/pin)\n"
             f"  metrics    {api}/metrics (API), http://127.0.0.1:{metrics_port}/metrics (worker)\n"
             f"  Kafka      127.0.0.1:{broker_port}   Redis redis://127.0.0.1:{redis_port}/0\n"
             f"  logs       {children.log_dir}/"

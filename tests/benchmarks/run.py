@@ -154,7 +154,8 @@ def eddy_drain(children: Children, settings: Settings, topic: str, n: int) -> fl
 
 
 def bench_worker(children: Children, base: Settings, n: int) -> dict[str, float]:
-    """The backbone: scrape attempts (decode, validate, dedupe, counters), no learning."""
+    """The backbone on scrape attempts: decode, validate, dedupe, strategy selection per
+    domain, and the domain's state and read model written per batch."""
     events, _ = simulated("scrape_attempt", n)
     single = base.model_copy(update={"topic_prefix": f"s{uuid.uuid4().hex[:6]}."})
     enveloped = base.model_copy(update={"topic_prefix": f"e{uuid.uuid4().hex[:6]}."})
@@ -245,7 +246,7 @@ def render(
         "# Benchmarks",
         "",
         f"Latest run: {when}, `make bench` (`python -m tests.benchmarks.run --write docs/benchmarks.md`,",
-        "then `python -m tests.benchmarks.recs_bench --append docs/benchmarks.md`),",
+        "then `recs_bench`, `scraping_bench` and `bids_bench` with `--append docs/benchmarks.md`),",
         f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}. Broker (Tansu, memory), Redis,",
         "worker, uvicorn and the load generator all share the same machine.",
         "",
@@ -260,7 +261,7 @@ def render(
         "|---|---:|---:|",
         row("bare Faust agent, decode only, `async for` per record (baseline: the per-record ceiling)", ceiling),
         row("bare Faust agent, decode only, `take_events` batches, same topic", worker["bare_take"]),
-        row("**Eddy worker**, one record per event: decode, validate, dedupe, apply to Redis", worker["eddy_single"]),
+        row("**Eddy worker**, one record per event: decode, validate, dedupe, select strategies, write Redis", worker["eddy_single"]),
         row("bare Faust agent, decode only, envelope topic", worker["bare_envelope"]),
         row("**Eddy worker**, envelopes (what the API writes)", worker["eddy_envelope"]),
         "",

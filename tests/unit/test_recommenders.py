@@ -137,3 +137,17 @@ def test_forget_user_removes_the_user() -> None:
     m.forget_user("u3")
     assert not m.knows("u3") and m.seen_by("u3") == set()
     assert ranked(m, "u3") == ranked(m, "never-seen")
+
+
+def test_items_of_an_unreliable_source_are_ranked_lower() -> None:
+    m = HybridRecommender()
+    stream(m)
+    for n, domain in enumerate(["good.example", "flaky.example"]):
+        m.learn_item(ItemInfo(f"twin{n}", category="painting", tags=("t0",), domain=domain, ts=450.0))
+    fan = "u0"
+    scores = {s.item_id: s.score for s in m.rank(fan, 50, 451.0, exclude=m.seen_by(fan))}
+    assert scores["twin0"] == scores["twin1"] > 0
+    m.set_reliability({"flaky.example": 0.25, "good.example": 1.0})
+    after = {s.item_id: s.score for s in m.rank(fan, 50, 451.0, exclude=m.seen_by(fan))}
+    assert after["twin0"] == scores["twin0"]
+    assert after["twin1"] == pytest.approx(0.25 * scores["twin1"], rel=1e-4)
