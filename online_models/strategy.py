@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import statistics
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from typing import Any
 
 __all__ = ["Alarm", "Decision", "DomainSelector", "SelectorConfig", "event_slug"]
 
-BUCKET_S = 300  # event-time bucket of the hour/day windows
+BUCKET_S = 600  # event-time bucket of the hour/day windows
 HOUR_S, DAY_S = 3600, 86400
 
 
@@ -156,10 +155,18 @@ class _Arm:
         return n, (s / n if n else None)
 
     def latency_quantiles(self) -> dict[str, float] | None:
-        if len(self.latencies) < 2:
+        n = len(self.latencies)
+        if n < 2:
             return None
-        q = statistics.quantiles(self.latencies, n=100, method="inclusive")
-        return {"p50": q[49], "p90": q[89], "p99": q[98]}
+        ordered = sorted(self.latencies)
+
+        def at(q: float) -> float:  # linear interpolation, like statistics.quantiles "inclusive"
+            pos = q * (n - 1)
+            low = int(pos)
+            high = min(low + 1, n - 1)
+            return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+        return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99)}
 
     def to_state(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in ("recent", "latencies", "buckets")}
@@ -478,8 +485,9 @@ class DomainSelector:
             }
         return out
 
-    def view(self) -> dict[str, Any]:
-        """The read model of the domain: current choice, why, and per-strategy statistics."""
+    def view(self, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The read model of the domain: current choice, why, and per-strategy statistics
+        (pass :meth:`stats` when already computed)."""
         return {
             "domain": self.domain,
             "current": self.current,
@@ -494,7 +502,7 @@ class DomainSelector:
             "switches": [
                 {"ts": s[0], "from": s[1], "to": s[2], "trigger": s[3], "decision_id": s[4]} for s in self.switches
             ],
-            "strategies": self.stats(),
+            "strategies": self.stats() if stats is None else stats,
             "updated_at": self.last_ts or None,
         }
 

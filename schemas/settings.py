@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     refresh_active_users: int = Field(
         5_000, ge=0, description="How many recently active users get refreshed lists when items arrive."
     )
+    live_eval_share: float = Field(
+        0.2, gt=0, le=1,
+        description="Share of positive interactions scored test-then-train for the live quality figures (a stable sample).",
+    )
     popular_k: int = Field(100, ge=1, le=10_000, description="Length of the cold-start popular list.")
     popularity_half_life_s: float = Field(
         7 * 24 * 3600.0, gt=0, description="Half-life of the recency-decayed popularity."

@@ -177,9 +177,10 @@ class ScrapingService:
         """After a batch: each touched domain's read model, summary, reliability and state."""
         for domain in self.touched:
             sel = self.selectors[domain]
-            effects.set(keys.strategy(domain), orjson.dumps(sel.view()))
+            stats = sel.stats()
+            effects.set(keys.strategy(domain), orjson.dumps(sel.view(stats)))
             effects.hset(keys.strategy_state, domain, orjson.dumps(sel.to_state()))
-            effects.hset(keys.scraping, domain, orjson.dumps(self.summary(sel)))
+            effects.hset(keys.scraping, domain, orjson.dumps(self.summary(sel, stats)))
             effects.hset(keys.sources, domain, orjson.dumps(self.reliability(domain)))
         self.touched.clear()
 
@@ -238,9 +239,9 @@ class ScrapingService:
     # --- read models ----------------------------------------------------------------------
 
     @staticmethod
-    def summary(sel: DomainSelector) -> dict[str, Any]:
+    def summary(sel: DomainSelector, stats: dict[str, Any] | None = None) -> dict[str, Any]:
         """What the analytics page needs of a domain: per strategy totals and errors, switches."""
-        stats = sel.stats()
+        stats = sel.stats() if stats is None else stats
         return {
             "current": sel.current,
             "pinned": sel.pinned,
