@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -214,6 +214,23 @@ class Stack:
         self.children.stop()
         if self._producer is not None:
             self._producer.close()
+
+
+def until(check: Callable[[], object], timeout_s: float = 30.0, every_s: float = 0.05) -> object:
+    """Poll ``check`` until it returns something truthy; return it (fail after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError("condition not met in time")
+
+
+def post_events(api: str, events: list[dict], **kw: object) -> None:
+    """POST events to the API and insist they were accepted."""
+    resp = httpx.post(api + "/api/events", json=events, **kw)
+    assert resp.status_code == 202, resp.text
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from deploy.simulator import SimConfig, Simulator
 from deploy.topics import ensure_topics
 from schemas.keys import Keys
 from tests.benchmarks.recs_bench import rss_bytes
-from tests.benchmarks.run import bare_drain, env_of, fill, start_backends
+from tests.benchmarks.run import bare_drain, env_of, fill, publish, start_backends
 
 
 def simulated_bids(n: int) -> tuple[list[dict], list[dict]]:
@@ -118,10 +118,7 @@ the features of each bid, its profile's and job's history and the model's new wo
 Pending bids are bounded by `EDDY_BID_EXPIRY_S` (30 days by default): at most the bids
 placed in that window.
 """
-    print(section)
-    if args.append:
-        with args.append.open("a") as fh:
-            fh.write(section)
+    publish(section, args.append)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ import httpx
 import orjson
 
 from deploy.processes import Children, free_port, wait_for_port
-from schemas.settings import Settings
 from deploy.topics import ensure_topics
-from tests.benchmarks.run import env_of, simulated, start_backends
+from schemas.settings import Settings
+from tests.benchmarks.run import env_of, publish, simulated, start_backends
 
 
 def rss_bytes(pid: int) -> int:
@@ -212,10 +212,7 @@ def main() -> None:
             "",
         ]
     )
-    print(section)
-    if args.append:
-        with args.append.open("a") as fh:
-            fh.write(section)
+    publish(section, args.append)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,14 @@ def start_backends(children: Children, data_dir: Path) -> Settings:
     )
 
 
+def publish(section: str, append: Path | None) -> None:
+    """Print a benchmark's markdown section and append it to the report when asked."""
+    print(section)
+    if append:
+        with append.open("a") as fh:
+            fh.write(section)
+
+
 def simulated(kind: str, n: int) -> tuple[list[dict], list[dict]]:
     """n simulated events of one type (10,000 users, 10,000 live items), and the items
     they refer to."""

@@ -35,7 +35,7 @@ from deploy.processes import Children
 from deploy.scraper_client import ScraperClient, StrategyChoice
 from deploy.topics import ensure_topics
 from schemas.keys import Keys
-from tests.benchmarks.run import env_of, start_backends
+from tests.benchmarks.run import env_of, publish, start_backends
 
 
 def bench(attempts: int, rate: float, seed: int, break_p: float, recover_p: float, explore: float) -> dict:
@@ -188,10 +188,7 @@ recovers with p={args.recover_p:.4f} per attempt on its domain; the real scraper
 
 {r['breaks_of_strategy_in_use']} breaks hit the strategy in use; {r['switches']} switches in all.
 """
-    print(section)
-    if args.append:
-        with args.append.open("a") as fh:
-            fh.write(section)
+    publish(section, args.append)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from tests.conftest import Stack
-from tests.integration.test_scraping import post, wait_for
+from tests.conftest import Stack, post_events, until
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
@@ -29,7 +28,7 @@ def test_bid_scored_on_arrival_learned_from_its_outcome_days_later(stack: Stack)
     stack.extra_env = {"bid_expiry_s": 10 * DAY}
     stack.start_worker()
     api = stack.start_api()
-    post(api, [bid("b-rare", T0, word="zebracorn")])
+    post_events(api, [bid("b-rare", T0, word="zebracorn")])
     stack.wait_applied("bids", 1)
     placed = httpx.get(f"{api}/api/bids/b-rare").json()
     assert placed["status"] == "pending" and placed["outcome"] is None
@@ -42,14 +41,14 @@ def test_bid_scored_on_arrival_learned_from_its_outcome_days_later(stack: Stack)
     others = [bid(f"o{i}", T0 + 60 * i, profile=f"p{i % 7}", amount=60.0 + i % 80) for i in range(500)]
     others += [{"type": "bid_outcome", "bid_id": f"o{i}", "won": i % 3 == 0, "ts": T0 + DAY + 60 * i} for i in range(500)]
     for first in range(0, 1000, 250):
-        post(api, others[first : first + 250])
+        post_events(api, others[first : first + 250])
     stack.wait_applied("bids", 1001)
-    before = wait_for(lambda: (s := snapshot(stack))["learned"] == 500 and s)
+    before = until(lambda: (s := snapshot(stack))["learned"] == 500 and s)
     assert "match:zebracorn" not in before["weights"]  # no outcome has carried that feature yet
 
-    post(api, [{"type": "bid_outcome", "bid_id": "b-rare", "won": True, "ts": T0 + 3 * DAY}])
+    post_events(api, [{"type": "bid_outcome", "bid_id": "b-rare", "won": True, "ts": T0 + 3 * DAY}])
     stack.wait_applied("bids", 1002)
-    after = wait_for(lambda: (s := snapshot(stack))["learned"] == 501 and s)
+    after = until(lambda: (s := snapshot(stack))["learned"] == 501 and s)
     # Only the stored features carry this word: the weights moved for them.
     assert after["weights"]["match:zebracorn"] > 0 and after["weights"]["job:zebracorn"] > 0
     landed = httpx.get(f"{api}/api/bids/b-rare").json()
@@ -68,10 +67,10 @@ def test_expired_and_unknown_outcomes_are_dead_lettered(stack: Stack) -> None:
     stack.extra_env = {"bid_expiry_s": 3600}
     stack.start_worker()
     api = stack.start_api()
-    post(api, [bid("old", T0), bid("later", T0 + 2 * 3600)])  # the later bid moves the clock past old's expiry
+    post_events(api, [bid("old", T0), bid("later", T0 + 2 * 3600)])  # the later bid moves the clock past old's expiry
     stack.wait_applied("bids", 2)
-    assert wait_for(lambda: httpx.get(f"{api}/api/bids/old").json()["status"] == "expired")
-    post(api, [{"type": "bid_outcome", "bid_id": "old", "won": True, "ts": T0 + 3 * 3600},
+    assert until(lambda: httpx.get(f"{api}/api/bids/old").json()["status"] == "expired")
+    post_events(api, [{"type": "bid_outcome", "bid_id": "old", "won": True, "ts": T0 + 3 * 3600},
                {"type": "bid_outcome", "bid_id": "ghost", "won": False, "ts": T0 + 3 * 3600},
                {"type": "bid_outcome", "bid_id": "later", "won": False, "ts": T0 + 3 * 3600}])
     stack.wait_applied("bids", 3)
@@ -88,7 +87,7 @@ def test_expired_and_unknown_outcomes_are_dead_lettered(stack: Stack) -> None:
 def test_draft_bids_are_scored_without_being_recorded(stack: Stack) -> None:
     stack.start_worker()
     api = stack.start_api()
-    post(api, [bid("b1", T0)])
+    post_events(api, [bid("b1", T0)])
     stack.wait_applied("bids", 1)
     draft = {k: v for k, v in bid("draft-1", T0 + 60).items() if k not in ("type", "bid_id")}
     resp = httpx.post(f"{api}/api/bids/score", json=draft)

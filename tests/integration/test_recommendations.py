@@ -4,12 +4,11 @@ Redis, served by the API."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import Stack, until
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +27,6 @@ def post(api: str, events: list[dict]) -> None:
     items = [e["item_id"] for e in events if e["type"] == "item"]
     if items:  # scraped before anyone interacts with them, as in life
         until(lambda: all(httpx.get(f"{api}/api/items/{i}").status_code == 200 for i in items))
-
-
-def until(check: Callable[[], object], timeout_s: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def catalogue(n: int = 12) -> list[dict]:

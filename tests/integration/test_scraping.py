@@ -3,13 +3,11 @@ strategy switches out to a kafka-python consumer, read models and pins through t
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import orjson
 import pytest
 
-from tests.conftest import Stack, wait_caught_up
+from tests.conftest import Stack, post_events, until, wait_caught_up
 
 DOMAIN = "shop.example"
 ADMIN = {"X-API-Key": "admin-secret"}
@@ -22,21 +20,6 @@ def attempts(strategy: str, outcomes: str, t0: float, domain: str = DOMAIN) -> l
          **({"items_found": 12} if ch == "1" else {})}
         for i, ch in enumerate(outcomes)
     ]
-
-
-def post(api: str, events: list[dict], **kw: object) -> None:
-    resp = httpx.post(api + "/api/events", json=events, **kw)
-    assert resp.status_code == 202, resp.text
-
-
-def wait_for(probe, timeout_s: float = 30.0):  # noqa: ANN001, ANN201 - small polling helper
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError("condition not met in time")
 
 
 def switches(stack: Stack, expect: int) -> list[dict]:
@@ -53,13 +36,13 @@ def scraping(stack: Stack) -> Stack:
 
 def test_five_failures_in_a_row_give_exactly_one_switch(scraping: Stack) -> None:
     api = scraping.api_url
-    post(api, attempts("requests", "1" * 30, 1000.0) + attempts("api", "11111", 1030.0))
+    post_events(api, attempts("requests", "1" * 30, 1000.0) + attempts("api", "11111", 1030.0))
     scraping.wait_applied("scrape-attempts", 35)
     doc = httpx.get(f"{api}/api/strategies/{DOMAIN}").json()
     assert (doc["current"], doc["trigger"], doc["switches"]) == ("requests", "observed", [])
 
     # Five failures, then ten more still in flight on the old strategy: one switch only.
-    post(api, attempts("requests", "0" * 15, 1040.0))
+    post_events(api, attempts("requests", "0" * 15, 1040.0))
     scraping.wait_applied("scrape-attempts", 50)
     (switch,) = switches(scraping, expect=1)
     assert {k: switch[k] for k in ("type", "domain", "from_strategy", "to_strategy", "decision_id", "ts")} == {
@@ -91,7 +74,7 @@ def test_five_failures_in_a_row_give_exactly_one_switch(scraping: Stack) -> None
 
 def test_pins_need_the_admin_key_and_hold_the_domain(scraping: Stack) -> None:
     api = scraping.api_url
-    post(api, attempts("requests", "1" * 10, 1000.0))
+    post_events(api, attempts("requests", "1" * 10, 1000.0))
     scraping.wait_applied("scrape-attempts", 10)
     resp = httpx.post(f"{api}/api/strategies/{DOMAIN}/pin", json={"strategy": "rss"})
     assert resp.status_code == 401 and resp.json() == {"detail": "missing X-API-Key header (admin key required)"}
@@ -106,14 +89,14 @@ def test_pins_need_the_admin_key_and_hold_the_domain(scraping: Stack) -> None:
     scraping.wait_applied("scrape-attempts", 11)
     (switch,) = switches(scraping, expect=1)
     assert (switch["to_strategy"], switch["reason"], switch["params"]["trigger"]) == ("rss", "pinned by ops", "pinned")
-    post(api, attempts("rss", "0" * 20, 2000.0))  # pinned: failures do not move it
+    post_events(api, attempts("rss", "0" * 20, 2000.0))  # pinned: failures do not move it
     scraping.wait_applied("scrape-attempts", 31)
     doc = httpx.get(f"{api}/api/strategies/{DOMAIN}").json()
     assert (doc["current"], doc["pinned"]) == ("rss", "rss")
     assert len(switches(scraping, expect=1)) == 1
 
     assert httpx.delete(f"{api}/api/strategies/{DOMAIN}/pin", headers=ADMIN).status_code == 202
-    post(api, attempts("rss", "0" * 5, 3000.0))
+    post_events(api, attempts("rss", "0" * 5, 3000.0))
     scraping.wait_applied("scrape-attempts", 37)
     got = switches(scraping, expect=2)
     assert [s["to_strategy"] for s in got] == ["rss", "requests"]
@@ -143,7 +126,7 @@ def test_bad_attempts_are_dead_lettered_and_never_counted(scraping: Stack) -> No
 
 def test_a_restarted_worker_resumes_the_selector_from_redis(scraping: Stack) -> None:
     api = scraping.api_url
-    post(api, attempts("requests", "1" * 20, 1000.0) + attempts("api", "1" * 10, 1020.0)
+    post_events(api, attempts("requests", "1" * 20, 1000.0) + attempts("api", "1" * 10, 1020.0)
          + attempts("rss", "1" * 5, 1030.0) + attempts("requests", "00000", 1040.0))
     scraping.wait_applied("scrape-attempts", 40)
     assert [s["decision_id"] for s in switches(scraping, expect=1)] == [f"{DOMAIN}:1"]
@@ -151,7 +134,7 @@ def test_a_restarted_worker_resumes_the_selector_from_redis(scraping: Stack) -> 
     scraping.children.stop_one("worker")
     scraping.redis.hdel(scraping.keys.workers, *scraping.redis.hkeys(scraping.keys.workers))
     scraping.start_worker("worker2")
-    post(api, attempts("api", "00000", 2000.0))
+    post_events(api, attempts("api", "00000", 2000.0))
     scraping.wait_applied("scrape-attempts", 45)
     got = switches(scraping, expect=2)
     # The new worker knew the choice (api) and the sequence: no repeat of decision 1.
@@ -172,7 +155,7 @@ def test_the_scraper_client_reports_attempts_and_applies_the_one_switch(scraping
         for event in attempts(client.strategy_for(DOMAIN), "00000", 1030.0):
             client.report(event)
         client.flush()
-        wait_for(lambda: client.poll(200) or client.strategy_for(DOMAIN) == "api")
+        until(lambda: client.poll(200) or client.strategy_for(DOMAIN) == "api")
         choice = client.current(DOMAIN)
         assert (choice.strategy, choice.from_strategy, choice.decision_id) == ("api", "requests", f"{DOMAIN}:1")
         assert choice.strategies == ("api", "requests")
@@ -201,9 +184,9 @@ def test_items_whose_titles_vanish_bring_one_rescrape_request(scraping: Stack) -
     stable = scraped_items(rng, 600, 0)
     broken = scraped_items(rng, 300, 600, titles=False)
     for first in range(0, 900, 100):
-        post(api, (stable + broken)[first : first + 100])
+        post_events(api, (stable + broken)[first : first + 100])
     scraping.wait_applied("items", 900)
-    requests = wait_for(lambda: scraping.consume_all("rescrape-requests", expect=1, idle_s=2.0))
+    requests = until(lambda: scraping.consume_all("rescrape-requests", expect=1, idle_s=2.0))
     (request,) = [orjson.loads(r.value) for r in requests]
     assert (request["source"], request["domain"]) == ("news.example", "news.example")
     assert request["reason"].startswith("items of news.example shifted: ")

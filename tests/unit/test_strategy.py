@@ -10,7 +10,13 @@ import statistics
 import orjson
 import pytest
 
-from online_models.strategy import Alarm, Decision, DomainSelector, SelectorConfig, event_slug
+from online_models.strategy import (
+    Alarm,
+    Decision,
+    DomainSelector,
+    SelectorConfig,
+    event_slug,
+)
 
 S = ("api", "playwright", "requests", "rss")
 
