@@ -97,7 +97,8 @@ class Keys:
 
     @property
     def models(self) -> str:
-        """Hash: worker -> JSON of its recommender's version and online metrics (mergeable counts)."""
+        """Hash: ``recs:{worker}`` / ``bids:{worker}`` -> JSON of that model's version and online
+        metrics on the worker (mergeable counts)."""
         return f"{self.prefix}models"
 
     @property

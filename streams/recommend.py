@@ -209,7 +209,7 @@ class RecommenderService:
         for user_id in self.touched:
             effects.set(keys.recs(user_id), orjson.dumps(self.recommendations(user_id)))
         self.touched.clear()
-        effects.hset(keys.models, self.member, orjson.dumps(self.quality()))
+        effects.hset(keys.models, f"recs:{self.member}", orjson.dumps(self.quality()))
 
     def refresh_commands(self, keys: Keys) -> list[tuple[Any, ...]]:
         """When the catalogue changed, fresh lists for the recently active users, so a new

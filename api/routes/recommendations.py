@@ -201,7 +201,8 @@ async def get_recommender_quality(redis: RedisDep, keys: KeysDep) -> ORJSONRespo
     """Online HR@10 and NDCG@10 (test-then-train on the live stream) beside popularity,
     and the click-through rate of served lists by position, summed over workers."""
     raw = await read_model(redis.hgetall(keys.models))
-    workers = [orjson.loads(v) for v in raw.values()]
+    # One field per worker and model ("recs:host:pid", "bids:host:pid").
+    workers = [orjson.loads(v) for k, v in raw.items() if k.startswith(b"recs:")]
     totals: dict[str, dict[str, float]] = {}
     ctr: dict[str, list[int]] = {}
     for w in workers:

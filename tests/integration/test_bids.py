@@ -20,8 +20,10 @@ def bid(bid_id: str, ts: float, *, word: str = "python", profile: str = "p1", am
 
 
 def snapshot(stack: Stack) -> dict:
-    (raw,) = stack.redis.hvals(stack.keys.bid_models)
-    return orjson.loads(raw)
+    """The worker's published bid model ({} until its first publication)."""
+    raws = stack.redis.hvals(stack.keys.bid_models)
+    assert len(raws) <= 1
+    return orjson.loads(raws[0]) if raws else {}
 
 
 def test_bid_scored_on_arrival_learned_from_its_outcome_days_later(stack: Stack) -> None:
@@ -43,12 +45,12 @@ def test_bid_scored_on_arrival_learned_from_its_outcome_days_later(stack: Stack)
     for first in range(0, 1000, 250):
         post_events(api, others[first : first + 250])
     stack.wait_applied("bids", 1001)
-    before = until(lambda: (s := snapshot(stack))["learned"] == 500 and s)
+    before = until(lambda: (s := snapshot(stack)).get("learned") == 500 and s)
     assert "match:zebracorn" not in before["weights"]  # no outcome has carried that feature yet
 
     post_events(api, [{"type": "bid_outcome", "bid_id": "b-rare", "won": True, "ts": T0 + 3 * DAY}])
     stack.wait_applied("bids", 1002)
-    after = until(lambda: (s := snapshot(stack))["learned"] == 501 and s)
+    after = until(lambda: (s := snapshot(stack)).get("learned") == 501 and s)
     # Only the stored features carry this word: the weights moved for them.
     assert after["weights"]["match:zebracorn"] > 0 and after["weights"]["job:zebracorn"] > 0
     landed = httpx.get(f"{api}/api/bids/b-rare").json()
@@ -61,6 +63,9 @@ def test_bid_scored_on_arrival_learned_from_its_outcome_days_later(stack: Stack)
     assert worker["model_scores"]["outcomes"] == 501 and worker["baseline_scores"]["outcomes"] == 501
     assert set(worker["model_scores"]["cumulative"]) == {"roc_auc", "log_loss", "precision", "recall", "f1", "confusion"}
     assert len(worker["top_weights"]) == 15
+    # The recommender's figures share the models hash: its endpoint reads only its own.
+    recommender = httpx.get(f"{api}/api/models/recommender")
+    assert recommender.status_code == 200 and recommender.json()["workers"] == 0  # no interactions yet
 
 
 def test_expired_and_unknown_outcomes_are_dead_lettered(stack: Stack) -> None:
