@@ -7,6 +7,7 @@ stopped (TERM, then KILL) by :meth:`Children.stop`.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -25,6 +26,14 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the parent dies, even by SIGKILL (Linux), so a killed
+    ``eddy up`` or test session never leaves a broker or a worker behind."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def wait_for_port(port: int, *, timeout_s: float = 30.0, proc: subprocess.Popen | None = None) -> None:
@@ -75,6 +84,7 @@ class Children:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
             start_new_session=True,  # own process group: Ctrl-C goes to us, we stop it
+            preexec_fn=_die_with_parent,
         )
         self.procs.append((name, proc))
         return proc
