@@ -28,7 +28,7 @@ import os
 import socket
 import time
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +50,7 @@ from streams.pipeline import Effects, with_redis_retry
 log = logging.getLogger(__name__)
 
 CATALOGUE_POLL_S = 0.2
+REFRESH_SLICE_S = 0.05  # longest the list refresh holds the agent's lock at a time
 SOURCES_POLL_S = 5.0
 DISPLAY_FIELDS = ("title", "url", "category", "source", "domain", "tags", "deadline")
 
@@ -82,6 +83,7 @@ class RecommenderService:
         self.member = f"{socket.gethostname()}:{os.getpid()}"
         self.active: OrderedDict[str, None] = OrderedDict()  # recently active users, newest last
         self.new_items = False
+        self.refresh_queue: deque[str] = deque()  # users whose lists await a refresh
         # Held by the agent while it handles a batch and by the refresh while it writes, so
         # a refresh can never write back the list of a user a batch has just deleted.
         self.lock = asyncio.Lock()
@@ -211,13 +213,24 @@ class RecommenderService:
         self.touched.clear()
         effects.hset(keys.models, f"recs:{self.member}", orjson.dumps(self.quality()))
 
-    def refresh_commands(self, keys: Keys) -> list[tuple[Any, ...]]:
-        """When the catalogue changed, fresh lists for the recently active users, so a new
-        item reaches the users it suits before anyone clicks it."""
-        if not self.new_items:
-            return []
-        self.new_items = False
-        return [("SET", keys.recs(u), orjson.dumps(self.recommendations(u))) for u in reversed(self.active)]
+    def refresh_commands(self, keys: Keys, budget_s: float = REFRESH_SLICE_S) -> list[tuple[Any, ...]]:
+        """When the catalogue changed, fresh lists for the recently active users (newest
+        first), so a new item reaches the users it suits before anyone clicks it.
+
+        Returns one slice of at most ``budget_s`` of ranking: the caller holds the lock the
+        agent needs, so thousands of users are refreshed a slice at a time, between batches,
+        instead of stalling every interaction behind them.
+        """
+        if self.new_items:
+            self.new_items = False
+            self.refresh_queue = deque(reversed(self.active))  # a newer change restarts the round
+        out = []
+        deadline = time.perf_counter() + budget_s
+        while self.refresh_queue and time.perf_counter() < deadline:
+            user_id = self.refresh_queue.popleft()
+            if user_id in self.active:  # not deleted meanwhile
+                out.append(("SET", keys.recs(user_id), orjson.dumps(self.recommendations(user_id))))
+        return out
 
     def quality(self) -> dict[str, Any]:
         """Mergeable counters: the API sums them over workers."""
@@ -262,10 +275,13 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
         async with service.lock:
             service.model.set_reliability(weights)
 
-    @ctx.app.timer(interval=ctx.settings.refresh_interval_s)
+    @ctx.app.task
     async def refresh_lists() -> None:
-        async with service.lock:
-            commands = service.refresh_commands(ctx.keys)
-            for first in range(0, len(commands), 500):
-                payload = encode_commands(commands[first : first + 500])
-                await with_redis_retry("refresh", lambda p=payload: ctx.redis.eval(APPLY_SCRIPT, 0, p))
+        while True:
+            async with service.lock:
+                commands = service.refresh_commands(ctx.keys)
+                for first in range(0, len(commands), 500):
+                    payload = encode_commands(commands[first : first + 500])
+                    await with_redis_retry("refresh", lambda p=payload: ctx.redis.eval(APPLY_SCRIPT, 0, p))
+            # Between slices the agent takes the lock; a round done, wait for the next change.
+            await asyncio.sleep(0.005 if service.refresh_queue else ctx.settings.refresh_interval_s)
