@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import secrets
+import time
 from typing import Annotated, Any
 
+import jwt
 from fastapi import Depends, HTTPException, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from limits import storage, strategies
 from pydantic import SecretStr
 
 from schemas.keys import Keys
 from schemas.settings import Settings
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+bearer = HTTPBearer(auto_error=False)
 
 
 def get_settings(request: Request) -> Settings:
@@ -47,8 +53,88 @@ def require_producer_key(
     _check_key(request.app.state.settings.producer_api_key, key, "producer")
 
 
-def require_read_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
-    _check_key(request.app.state.settings.read_api_key, key, "read")
+def _holds(expected: SecretStr | None, given: str | None) -> bool:
+    return (expected is not None and given is not None
+            and secrets.compare_digest(given.encode(), expected.get_secret_value().encode()))
+
+
+def user_claims(request: Request, token: HTTPAuthorizationCredentials | None) -> dict[str, Any] | None:
+    """The claims of a valid user token (a JWT signed with ``EDDY_USER_TOKEN_SECRET``),
+    None without one; 401 for a bad or expired token."""
+    secret = request.app.state.settings.user_token_secret
+    if secret is None or token is None:
+        return None
+    try:
+        return jwt.decode(token.credentials, secret.get_secret_value(), algorithms=["HS256"],
+                          options={"require": ["sub", "exp"]})
+    except jwt.ExpiredSignatureError:
+        raise HTTPException(401, "user token expired") from None
+    except jwt.InvalidTokenError:
+        raise HTTPException(401, "invalid user token") from None
+
+
+def require_read_key(
+    request: Request,
+    key: Annotated[str | None, Security(api_key_header)],
+    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> None:
+    """Reads need the read key when one is set; a valid user token stands in for it (the
+    per-user routes then check that the token is that user's)."""
+    settings = request.app.state.settings
+    if settings.read_api_key is None or _holds(settings.read_api_key, key):
+        return
+    if user_claims(request, token) is not None:
+        return
+    _check_key(settings.read_api_key, key, "read")
+
+
+def require_user_access(
+    request: Request,
+    user_id: str,
+    key: Annotated[str | None, Security(api_key_header)],
+    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> None:
+    """With user tokens on (``EDDY_USER_TOKEN_SECRET``), a user's list and profile are read
+    with that user's token, or by a backend holding the read key; anyone else gets 401/403."""
+    settings = request.app.state.settings
+    if settings.user_token_secret is None or _holds(settings.read_api_key, key):
+        return
+    claims = user_claims(request, token)
+    if claims is None:
+        raise HTTPException(401, "this user's data needs the user's bearer token")
+    if claims["sub"] != user_id:
+        raise HTTPException(403, "the bearer token belongs to another user")
+
+
+def mint_user_token(secret: SecretStr, user_id: str, ttl_s: float) -> str:
+    """A user token for :func:`require_user_access` (what a UI backend hands its user)."""
+    now = int(time.time())
+    return jwt.encode({"sub": user_id, "iat": now, "exp": now + int(ttl_s)}, secret.get_secret_value(), "HS256")
+
+
+_limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+
+
+def rate_limit(
+    request: Request,
+    key: Annotated[str | None, Security(api_key_header)],
+    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> None:
+    """At most ``EDDY_RATE_LIMIT`` requests per caller (API key, user token, else address),
+    in this API process; 429 with Retry-After beyond it."""
+    limit = request.app.state.rate_limit
+    if limit is None:
+        return
+    if key is not None:  # a digest, so no key is kept in memory in clear
+        who = "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    elif token is not None:
+        who = "token:" + hashlib.sha256(token.credentials.encode()).hexdigest()[:16]
+    else:
+        who = "addr:" + (request.client.host if request.client else "unknown")
+    if not _limiter.hit(limit, who):
+        reset = _limiter.get_window_stats(limit, who).reset_time
+        raise HTTPException(429, f"rate limit of {limit} exceeded; retry later",
+                            headers={"Retry-After": str(max(1, math.ceil(reset - time.time())))})
 
 
 def require_admin_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:

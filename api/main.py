@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import ORJSONResponse
+from limits import parse as parse_limit
 
+from api.deps import rate_limit
 from api.metrics import REQUEST_SECONDS
 from api.producer import EventProducer
 from api.routes import bids, events, health, reads, recommendations, scraping
@@ -74,10 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> ORJSONResponse:
         return ORJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    app.state.rate_limit = parse_limit(settings.rate_limit) if settings.rate_limit else None
     app.include_router(health.router)
-    app.include_router(events.router)
-    app.include_router(reads.router)
-    app.include_router(recommendations.router)
-    app.include_router(scraping.router)
-    app.include_router(bids.router)
+    limited = [Depends(rate_limit)]
+    for module in (events, reads, recommendations, scraping, bids):
+        app.include_router(module.router, dependencies=limited)
     return app

@@ -136,6 +136,21 @@ def topics() -> None:
 
 
 @cli.command()
+def token(
+    user_id: Annotated[str, typer.Argument(help="The user the token lets read its own list and profile.")],
+    ttl: Annotated[float, typer.Option(help="Seconds the token stays valid.")] = 3600.0,
+) -> None:
+    """Mint a user token (needs EDDY_USER_TOKEN_SECRET), as a UI backend would for its user."""
+    from api.deps import mint_user_token
+
+    settings = get_settings()
+    if settings.user_token_secret is None:
+        console.print("[red]EDDY_USER_TOKEN_SECRET is not set: user tokens are off[/]")
+        raise typer.Exit(1)
+    print(mint_user_token(settings.user_token_secret, user_id, ttl))
+
+
+@cli.command()
 def schemas(
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
 ) -> None:

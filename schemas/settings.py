@@ -23,6 +23,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         env_ignore_empty=True,  # EDDY_ADMIN_API_KEY="" means no key, never an empty key
+        hide_input_in_errors=True,  # a bad setting's error must not print a secret back
     )
 
     # --- Kafka -------------------------------------------------------------------------
@@ -140,6 +141,12 @@ class Settings(BaseSettings):
     )
     admin_api_key: SecretStr | None = Field(None, description="When set, admin endpoints need it.")
     read_api_key: SecretStr | None = Field(None, description="When set, read endpoints need it too.")
+    user_token_secret: SecretStr | None = Field(
+        None, description="When set, a user's list and profile need that user's bearer token (JWT, HS256) or the read key."
+    )
+    rate_limit: str | None = Field(
+        None, description="Requests per caller and API process, e.g. '100/second' (unset = no limit)."
+    )
     produce_envelopes: bool = Field(
         True,
         description="Write each POSTed batch as one envelope record per partition (fast) "
@@ -155,6 +162,22 @@ class Settings(BaseSettings):
     def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("user_token_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (it signs HS256 tokens)")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            from limits import parse  # the library the API enforces it with
+
+            parse(value)  # ValueError with the reason for "100 per sec", "fast", ...
         return value
 
     @property

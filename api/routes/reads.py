@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import ORJSONResponse
 
-from api.deps import KeysDep, RedisDep, require_read_key
+from api.deps import KeysDep, RedisDep, require_read_key, require_user_access
 from schemas.events import ID_PATTERN, MAX_ID_LENGTH
 
 router = APIRouter(prefix="/api", tags=["read model"], dependencies=[Depends(require_read_key)])
@@ -56,7 +56,7 @@ async def get_popular(
     return ORJSONResponse({"items": data["items"][:k], "updated_at": data["updated_at"]})
 
 
-@router.get("/users/{user_id}/counts")
+@router.get("/users/{user_id}/counts", dependencies=[Depends(require_user_access)])
 async def get_user_counts(user_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
     """A user's interaction counts by action and declared interests."""
     raw = await read_model(redis.hgetall(keys.user_counts(user_id)))

@@ -11,7 +11,15 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import ORJSONResponse
 from ulid import ULID
 
-from api.deps import KeysDep, ProducerDep, RedisDep, SettingsDep, require_producer_key, require_read_key
+from api.deps import (
+    KeysDep,
+    ProducerDep,
+    RedisDep,
+    SettingsDep,
+    require_producer_key,
+    require_read_key,
+    require_user_access,
+)
 from api.producer import ProducerUnavailable
 from api.routes.reads import ACTIONS, IdPath, decode_hash, read_model
 from online_models.base import Scored
@@ -64,7 +72,7 @@ def _cold_start(popular: bytes | None) -> dict[str, Any]:
     }
 
 
-@router.get("/recommendations", dependencies=[Depends(require_read_key)])
+@router.get("/recommendations", dependencies=[Depends(require_read_key), Depends(require_user_access)])
 async def get_recommendations(
     settings: SettingsDep,
     redis: RedisDep,
@@ -151,7 +159,7 @@ def _facets(fields: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/users/{user_id}/profile", dependencies=[Depends(require_read_key)])
+@router.get("/users/{user_id}/profile", dependencies=[Depends(require_read_key), Depends(require_user_access)])
 async def get_user_profile(user_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
     """Favourite categories, tags and sources, rating style, diversity, interaction count."""
     raw = await read_model(redis.hgetall(keys.user_counts(user_id)))

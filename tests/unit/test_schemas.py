@@ -144,3 +144,9 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"`EDDY_{name.upper()}`" not in readme]
     assert missing == []
+
+
+def test_a_bad_secret_setting_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValueError) as err:
+        Settings(user_token_secret="short-and-secret")
+    assert "at least 32 characters" in str(err.value) and "short-and-secret" not in str(err.value)

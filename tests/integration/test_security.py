@@ -1,0 +1,79 @@
+"""Who may read what: read key, user tokens scoped to their user, admin key, rate limits,
+and no secret in the API's log or error bodies."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import jwt
+import pytest
+from pydantic import SecretStr
+
+from api.deps import mint_user_token
+from tests.conftest import Stack
+
+READ_KEY, SECRET = "reader-key-0123456789", "user-token-secret-0123456789-abcdefghij"
+
+
+@pytest.fixture
+def guarded(stack: Stack) -> Stack:
+    stack.extra_env = {"read_api_key": READ_KEY, "user_token_secret": SECRET}
+    stack.start_api()
+    return stack
+
+
+def bearer(user_id: str, ttl: float = 60.0) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_user_token(SecretStr(SECRET), user_id, ttl)}"}
+
+
+@pytest.mark.parametrize("path", ["/api/recommendations?user_id=ann", "/api/users/ann/profile",
+                                  "/api/users/ann/counts"])
+def test_a_users_data_needs_that_users_token_or_the_read_key(guarded: Stack, path: str) -> None:
+    api = guarded.api_url
+    refused = httpx.get(api + path)
+    assert (refused.status_code, refused.json()) == (401, {"detail": "missing X-API-Key header (read key required)"})
+    other = httpx.get(api + path, headers=bearer("bob"))
+    assert (other.status_code, other.json()) == (403, {"detail": "the bearer token belongs to another user"})
+    expired = httpx.get(api + path, headers=bearer("ann", ttl=-10))
+    assert (expired.status_code, expired.json()) == (401, {"detail": "user token expired"})
+    forged = jwt.encode({"sub": "ann", "exp": 9_999_999_999}, "not-the-secret-but-just-as-long-0123456789", "HS256")
+    bad = httpx.get(api + path, headers={"Authorization": f"Bearer {forged}"})
+    assert (bad.status_code, bad.json()) == (401, {"detail": "invalid user token"})
+    # The user's own token, and a backend holding the read key, get past authorization
+    # (a user Eddy never saw is 200 cold start for the list, 404 for profile and counts).
+    for headers in (bearer("ann"), {"X-API-Key": READ_KEY}):
+        assert httpx.get(api + path, headers=headers).status_code in (200, 404)
+    assert httpx.get(api + "/api/items/nope", headers=bearer("bob")).status_code == 404  # catalogue: any token
+
+
+def test_no_secret_reaches_logs_or_error_bodies(guarded: Stack) -> None:
+    api = guarded.api_url
+    wrong = httpx.get(api + "/api/popular", headers={"X-API-Key": "guess-" + READ_KEY})
+    assert wrong.status_code == 401 and READ_KEY not in wrong.text
+    httpx.get(api + "/api/recommendations?user_id=ann", headers={"X-API-Key": READ_KEY})
+    httpx.get(api + "/api/users/ann/profile", headers=bearer("ann"))
+    log = (guarded.children.log_dir / "api.log").read_text()
+    assert READ_KEY not in log and SECRET not in log and "Bearer" not in log
+
+
+def test_rate_limit_per_caller(stack: Stack) -> None:
+    stack.extra_env = {"rate_limit": "5/minute"}
+    api = stack.start_api()
+    codes = [httpx.get(api + "/api/popular", headers={"X-API-Key": "caller-a"}).status_code for _ in range(6)]
+    assert codes == [200] * 5 + [429]
+    limited = httpx.get(api + "/api/popular", headers={"X-API-Key": "caller-a"})
+    assert limited.json() == {"detail": "rate limit of 5 per 1 minute exceeded; retry later"}
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert httpx.get(api + "/api/popular", headers={"X-API-Key": "caller-b"}).status_code == 200  # per caller
+    assert httpx.get(api + "/healthz").status_code == 200  # health checks are never limited
+
+
+def test_eddy_token_mints_a_token_for_one_user(stack: Stack) -> None:
+    env = {**os.environ, **stack.env, "EDDY_USER_TOKEN_SECRET": SECRET}
+    out = subprocess.run([sys.executable, "-m", "deploy.cli", "token", "ann", "--ttl", "60"], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    claims = jwt.decode(out, SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "ann" and claims["exp"] - claims["iat"] == 60
