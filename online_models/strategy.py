@@ -287,7 +287,13 @@ class DomainSelector:
         arm.beta = cfg.discount * (arm.beta - 1.0) + 1.0 + (1.0 - x)
         arm.fast = x if arm.fast is None else arm.fast + 0.2 * (x - arm.fast)
         arm.slow = x if arm.slow is None else arm.slow + 0.02 * (x - arm.slow)
-        bucket = arm.buckets.setdefault(int(ts // BUCKET_S), [0, 0])
+        key = int(ts // BUCKET_S)
+        bucket = arm.buckets.get(key)
+        if bucket is None:  # a new bucket: the oldest may have left the day
+            bucket = arm.buckets[key] = [0, 0]
+            horizon = int((self.last_ts - DAY_S) // BUCKET_S)
+            for old in [b for b in arm.buckets if b < horizon]:
+                del arm.buckets[old]
         bucket[0] += 1
         if success:
             arm.successes += 1
@@ -304,16 +310,13 @@ class DomainSelector:
             # Quantiles of attempts that worked: what a timeout must allow for (a failure's
             # latency is often the old timeout itself).
             arm.latencies.append(float(latency_ms))
-        horizon = int((self.last_ts - DAY_S) // BUCKET_S)
-        for old in [b for b in arm.buckets if b < horizon]:
-            del arm.buckets[old]
 
         out: list[Decision | Alarm] = []
         if self.current is None:
             # The strategy scrapers use before Eddy has said anything is the starting choice.
             self.current, self.since, self.trigger = strategy, ts, "observed"
             self.reason = f"{strategy!r} was the first strategy seen on {self.domain}"
-        if arm.tripped is None:
+        if arm.tripped is None and not success:  # only a failure can trip a strategy
             why = self._trip_reason(strategy, arm)
             if why is not None:
                 arm.tripped = why
@@ -322,7 +325,7 @@ class DomainSelector:
                 # fixed parser ships): it then competes at its old rate at once.
                 arm.saved = (arm.alpha, arm.beta)
                 arm.alpha, arm.beta = 1.0, 1.0 + min(arm.consecutive_failures, 5)
-        elif success and arm.consecutive_successes >= cfg.recovery_successes:
+        elif arm.tripped is not None and success and arm.consecutive_successes >= cfg.recovery_successes:
             arm.tripped = None
             if arm.saved is not None:
                 arm.alpha, arm.beta = arm.saved[0] + arm.consecutive_successes, arm.saved[1]

@@ -243,3 +243,10 @@ def test_simulated_fleet_meets_the_bars(seed: int) -> None:
     assert r["median_delay"] <= 8
     assert r["false_per_10k"] <= 1.0
     assert r["vs_oracle"] >= 0.90
+
+
+def test_a_healthy_strategy_keeps_its_failure_history_through_success_streaks() -> None:
+    sel = DomainSelector("d", SelectorConfig(consecutive_failures=None, error_burst=None), ["a", "b"])
+    feed(sel, "a", "0" * 9 + "111" + "0" * 2)  # 3 successes in a row must not wipe the window
+    assert sel.stats()["a"]["recent_attempts"] == 14
+    assert sel.stats()["a"]["recent_success_rate"] == 3 / 14
