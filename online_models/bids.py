@@ -18,6 +18,7 @@ a rolling window.
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import re
 from collections import OrderedDict
@@ -267,8 +268,9 @@ class WinModel:
         self.learned += 1
 
     def top_weights(self, n: int = 15) -> list[tuple[str, float]]:
-        weights = sorted(self.model.weights.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
-        return [(name, round(w, 4)) for name, w in weights[:n]]
+        # A partial sort: the weights run to thousands of words and this is read every batch.
+        weights = heapq.nsmallest(n, self.model.weights.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+        return [(name, round(w, 4)) for name, w in weights]
 
     def snapshot(self) -> dict[str, Any]:
         """Weights and intercept, JSON-able: enough to score (not to keep learning)."""

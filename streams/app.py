@@ -154,9 +154,10 @@ class WorkerContext:
         decoded = decode_batch(records, allowed_types=allowed, max_bytes=self.settings.max_event_bytes)
         if decoded.dead:
             await self.dead_letter(decoded.dead)
-        record_of = {id(event): rec for event, rec in decoded.events}
 
         async def reject(rejected: list) -> None:
+            # Only when an effect refused events: the common batch pays nothing for it.
+            record_of = {id(event): rec for event, rec in decoded.events}
             letters = []
             for event, reason in rejected:
                 rec = record_of[id(event)]

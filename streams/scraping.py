@@ -106,6 +106,7 @@ class ScrapingService:
         self.shapes: dict[str, SourceShapeMonitor] = {}  # source -> shape of its items
         self.anomalies: dict[str, list[dict[str, Any]]] = {}  # source -> recent anomalies
         self.emitted_index: dict[str, int] = {}  # source -> index of the last item alarm emitted
+        self.alarmed: set[str] = set()  # sources whose item alarms await their reliability write
         self.outbox: list[tuple[TopicSpec, bytes | None, bytes]] = []
         self.touched: set[str] = set()
         self.owned: set[int] = set()  # partitions of scrape-attempts this worker owns
@@ -309,11 +310,11 @@ class ScrapingService:
                     n += 1
             total += n
             if self.outbox:
-                touched = {source for source in self.anomalies if self.owns(source)}
                 await self.emit(send_all)
-                for source in touched:
-                    doc = orjson.dumps(self.reliability(source))
-                    await redis.hset(self.keys.sources, source, doc)
+                # Only the sources that just alarmed: their anomaly and index changed.
+                for source in self.alarmed:
+                    await redis.hset(self.keys.sources, source, orjson.dumps(self.reliability(source)))
+                self.alarmed.clear()
             if n < 2000:
                 return total
 
@@ -323,6 +324,7 @@ class ScrapingService:
             self._record(source, shift, ts, "items")
             return
         self.emitted_index[source] = shift.index
+        self.alarmed.add(source)
         self._queue_anomaly(source, shift, ts, what="items")
 
 
