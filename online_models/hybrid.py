@@ -42,8 +42,14 @@ from online_models.base import ItemInfo, Recommender, Scored
 from online_models.popularity import Popularity
 
 STOP_WORDS = frozenset(
-    "a an and are as at be by for from has have in is it its of on or that the this to was "
-    "were will with you your we our".split()
+    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "will", "with", "you", "your", "we", "our"]
+)
+
+
+#: Constructor parameters, in order (what a challenger may change).
+PARAMS = (
+    "half_life_s", "trend_half_life_s", "w_collab", "w_content", "w_trend", "w_fresh", "w_match",
+    "fresh_half_life_s", "history", "neighbours", "taste_features", "index_per_feature",
 )
 
 
@@ -232,6 +238,13 @@ class HybridRecommender(Recommender):
     def forget_user(self, user_id: str) -> None:
         # Co-engagement pairs and popularity are anonymous aggregates and stay.
         self._users.pop(user_id, None)
+
+    def user_ids(self) -> list[str]:
+        return list(self._users)
+
+    def params(self) -> dict[str, float]:
+        """The constructor arguments this model was built with."""
+        return {name: getattr(self, name) for name in PARAMS}
 
     # --- reading ------------------------------------------------------------------------
 

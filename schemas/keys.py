@@ -92,8 +92,19 @@ class Keys:
         return f"{self.prefix}bidmodels"
 
     def seen_bucket(self, bucket: int) -> str:
-        """Set with a TTL: ids of the events applied during one slice of the dedupe window."""
-        return f"{self.prefix}seen:{bucket}"
+        """Hash with a TTL: id -> where (``partition:offset:index``) of each event applied
+        during one slice of the dedupe window."""
+        return f"{self.prefix}seenat:{bucket}"
+
+    @property
+    def registry(self) -> str:
+        """Hash: model name -> JSON of its versions, their metrics and which one serves."""
+        return f"{self.prefix}registry"
+
+    @property
+    def serving(self) -> str:
+        """Hash: model name -> JSON of the version an admin (or the policy) asked to serve."""
+        return f"{self.prefix}serving"
 
     @property
     def models(self) -> str:

@@ -83,6 +83,30 @@ class Settings(BaseSettings):
     worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics bind to.")
     log_level: str = Field("info", description="Log level of the worker and the API.")
 
+    # --- Model lifecycle: snapshots, challengers, promotion -----------------------------
+    snapshot_dir: str = Field(
+        ".eddy/snapshots", description="Folder of the model snapshots (share it between workers on several hosts)."
+    )
+    snapshot_interval_s: float = Field(
+        60.0, ge=0, description="Seconds between two snapshots of each model (0 = only on shutdown)."
+    )
+    snapshot_keep: int = Field(5, ge=1, description="Snapshots kept per model.")
+    recs_challengers: Annotated[list[dict[str, float]], NoDecode] = Field(
+        default_factory=list,
+        description="Shadow challengers of the recommender: a JSON list of parameter overrides, "
+        'e.g. [{"half_life_s": 86400}].',
+    )
+    auto_promote: bool = Field(True, description="Let the policy promote challengers and roll back champions.")
+    promotion_margin: float = Field(
+        0.05, ge=0, description="Relative hit-rate gain a challenger needs over the champion to be promoted."
+    )
+    promotion_window: int = Field(
+        500, ge=10, description="Live test-then-train targets each promotion or rollback figure is taken over."
+    )
+    rollback_drop: float = Field(
+        0.05, gt=0, lt=1, description="Relative fall of a promoted champion's hit rate that rolls it back."
+    )
+
     # --- Scraping: strategy selection and anomaly detection (0 switches a rule off) ------
     scrape_automation: bool = Field(True, description="Switch scraping strategies automatically.")
     scrape_automation_off_domains: Annotated[list[str], NoDecode] = Field(
@@ -162,6 +186,29 @@ class Settings(BaseSettings):
     def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("recs_challengers", mode="before")
+    @classmethod
+    def _json_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            import orjson
+
+            try:
+                return orjson.loads(value) if value.strip() else []
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+        return value
+
+    @field_validator("recs_challengers")
+    @classmethod
+    def _known_params(cls, value: list[dict[str, float]]) -> list[dict[str, float]]:
+        from online_models.hybrid import PARAMS
+
+        for overrides in value:
+            unknown = set(overrides) - set(PARAMS)
+            if unknown:
+                raise ValueError(f"unknown recommender parameters {sorted(unknown)}; known: {list(PARAMS)}")
         return value
 
     @field_validator("user_token_secret")

@@ -31,13 +31,48 @@ from streams.pipeline import (
     DeadLetter,
     EffectFn,
     FinishFn,
+    LearnFn,
+    Learning,
     apply_batch,
     decode_batch,
+    learn_batch,
     with_redis_retry,
 )
+from streams.replay import read_ranges
 from streams.transport import App
 
 log = logging.getLogger(__name__)
+
+
+class OffsetGate:
+    """partition -> the first offset a model has not learned yet (what its snapshot saves)."""
+
+    def __init__(self, offsets: dict[int, int] | None = None) -> None:
+        self.next: dict[int, int] = dict(offsets or {})
+
+    def gate(self, partition: int) -> int:
+        return self.next.get(partition, 0)
+
+    def advance(self, records: list[Any]) -> None:
+        for rec in records:
+            if rec.offset >= self.next.get(rec.partition, 0):
+                self.next[rec.partition] = rec.offset + 1
+
+    def keep(self, partitions: set[int]) -> None:
+        """Forget partitions another worker now owns: their state is rebuilt if they return."""
+        self.next = {p: o for p, o in self.next.items() if p in partitions}
+
+
+def wheres_of(events: list[tuple[Any, Any]]) -> list[str]:
+    """``partition:offset:index`` of each decoded event, the index counting events of one
+    record (the same on every delivery of it)."""
+    out = []
+    last, index = None, 0
+    for _, rec in events:
+        index = index + 1 if rec is last else 0
+        last = rec
+        out.append(f"{rec.partition}:{rec.offset}:{index}")
+    return out
 
 
 @dataclass
@@ -96,13 +131,16 @@ class WorkerContext:
         before: Callable[[], Awaitable[None]] | None = None,
         lock: asyncio.Lock | None = None,
         emit: Callable[[], Awaitable[None]] | None = None,
+        learn: LearnFn | None = None,
+        gate: OffsetGate | None = None,
     ) -> None:
         """Declare an agent that applies ``effect`` to every valid event of ``spec``'s topic.
 
         ``finish`` runs after each batch's events (in the same atomic write); ``before``
         is awaited ahead of each batch; ``emit`` after its effects are known and before
         they are written (see :func:`streams.pipeline.apply_batch`); ``lock`` is held while
-        a batch is handled.
+        a batch is handled. ``learn`` is the model's side of an event, gated by the offsets
+        in ``gate`` (see :class:`streams.pipeline.Learning`).
         """
         lock = lock or asyncio.Lock()
         allowed = frozenset(spec.types)
@@ -128,7 +166,7 @@ class WorkerContext:
                         async with lock:
                             if before is not None:
                                 await before()
-                            await self.handle(batch, allowed, effect, topic_name, finish, emit)
+                            await self.handle(batch, allowed, effect, topic_name, finish, emit, learn, gate)
                     for done in batch:
                         await manual.ack(done)
                     batch = []
@@ -149,8 +187,14 @@ class WorkerContext:
         topic_name: str,
         finish: FinishFn | None = None,
         emit: Callable[[], Awaitable[None]] | None = None,
+        learn: LearnFn | None = None,
+        gate: OffsetGate | None = None,
     ) -> None:
         records = [ev.message for ev in batch]
+        learning = None
+        if learn is not None and gate is not None:
+            learning = Learning(learn, gate.gate)
+            await self.catch_up(records, allowed, topic_name, learning, gate)
         decoded = decode_batch(records, allowed_types=allowed, max_bytes=self.settings.max_event_bytes)
         if decoded.dead:
             await self.dead_letter(decoded.dead)
@@ -174,11 +218,43 @@ class WorkerContext:
             finish=finish,
             emit=emit,
             reject=reject,
+            wheres=wheres_of(decoded.events),
+            learning=learning,
         )
+        if gate is not None:
+            gate.advance(records)
         metrics.RECORDS.labels(topic_name).inc(len(records))
         metrics.APPLIED.labels(topic_name).inc(result.applied)
         metrics.DUPLICATES.labels(topic_name).inc(result.duplicates)
         metrics.DEAD_LETTERS.labels(topic_name).inc(len(decoded.dead) + result.rejected)
+
+
+    async def catch_up(
+        self, records: list[Any], allowed: frozenset[str], topic_name: str, learning: Learning, gate: OffsetGate
+    ) -> None:
+        """Learn what the model missed before the batch's first record of each partition:
+        records a restored snapshot predates, or a whole partition new to this worker."""
+        firsts: dict[int, int] = {}
+        for rec in records:
+            firsts[rec.partition] = min(rec.offset, firsts.get(rec.partition, rec.offset))
+        ranges = {p: (gate.gate(p), first) for p, first in firsts.items() if gate.gate(p) < first}
+        if not ranges:
+            return
+        started, read, learned = time.perf_counter(), 0, 0
+        async for chunk in read_ranges(self.settings, topic_name, ranges):
+            decoded = decode_batch(chunk, allowed_types=allowed, max_bytes=self.settings.max_event_bytes)
+            events = [event for event, _ in decoded.events]
+            learned += await learn_batch(
+                self.redis, self.keys, events, wheres_of(decoded.events), learning,
+                dedupe_ttl_s=self.settings.dedupe_ttl_s,
+            )
+            gate.advance(chunk)
+            read += len(chunk)
+        for p, first in firsts.items():
+            gate.next[p] = max(gate.gate(p), first)
+        metrics.CATCH_UP_RECORDS.labels(topic_name).inc(read)
+        log.info("caught up %s %s: %d records, %d events learned in %.1fs", topic_name,
+                 {p: list(r) for p, r in ranges.items()}, read, learned, time.perf_counter() - started)
 
 
 def create_app(settings: Settings) -> faust.App:

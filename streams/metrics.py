@@ -19,3 +19,11 @@ BATCH_SECONDS = Histogram(
     ["topic"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+CATCH_UP_RECORDS = Counter(
+    "eddy_worker_catch_up_records_total", "Records re-read for a restored model to catch up.", ["topic"]
+)
+SNAPSHOTS = Counter("eddy_worker_snapshots_total", "Model snapshots written.", ["model"])
+SNAPSHOT_SECONDS = Histogram(
+    "eddy_worker_snapshot_seconds", "Time to write one model snapshot.", ["model"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

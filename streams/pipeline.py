@@ -121,7 +121,7 @@ def decode_batch(
     return out
 
 
-class Rejected(Exception):  # noqa: N818 - reads as "raise Rejected(reason)"
+class Rejected(Exception):
     """Raised by an effect, before it changes anything, for a valid event that cannot be
     used (an outcome for an unknown bid): the event is dead-lettered with ``reason``."""
 
@@ -147,6 +147,8 @@ class Effects(Protocol):
 
 #: Records the Redis writes of one event (on a Coalescer, or any object with these methods).
 EffectFn = Callable[[Effects, Event, Keys], None]
+#: The model's side of one event, told where it was read (``partition:offset:index``).
+LearnFn = Callable[[Effects, Event, Keys, str], None]
 #: Records the writes that follow a whole batch (given its fresh events).
 FinishFn = Callable[[Effects, Sequence[Event], Keys], None]
 
@@ -176,20 +178,23 @@ class BatchResult:
 
 SEEN_SCRIPT = """
 local ids = cjson.decode(ARGV[1])
-local hits = {}
+local out = {}
 local chunk = 1000  -- unpack() is limited by Lua's C stack
 for b = 1, #KEYS do
   if redis.call('EXISTS', KEYS[b]) == 1 then
     for first = 1, #ids, chunk do
       local last = math.min(first + chunk - 1, #ids)
-      local member = redis.call('SMISMEMBER', KEYS[b], unpack(ids, first, last))
-      for i = 1, #member do
-        if member[i] == 1 then hits[#hits + 1] = first + i - 1 end
+      local where = redis.call('HMGET', KEYS[b], unpack(ids, first, last))
+      for i = 1, #where do
+        if where[i] then
+          out[#out + 1] = first + i - 1
+          out[#out + 1] = where[i]
+        end
       end
     end
   end
 end
-return hits
+return out
 """
 
 #: Most arguments one command gets inside a script.
@@ -211,6 +216,56 @@ def seen_buckets(keys: Keys, ttl_s: int, now: float) -> tuple[str, list[str]]:
     return keys.seen_bucket(current), [keys.seen_bucket(b) for b in range(current - DEDUPE_BUCKETS, current + 1)]
 
 
+async def seen_at(redis: Any, keys: Keys, ids: Sequence[str], dedupe_ttl_s: int, now: float) -> dict[str, str]:
+    """Which of ``ids`` were applied within the dedupe window, and where each was read."""
+    _, buckets = seen_buckets(keys, dedupe_ttl_s, now)
+    # One server-side pass over the buckets that answers with the known ids only: the
+    # reply stays small however many buckets and ids there are.
+    reply = await with_redis_retry(
+        "dedupe check", lambda: redis.eval(SEEN_SCRIPT, len(buckets), *buckets, orjson.dumps(list(ids)))
+    )
+    return {ids[int(reply[i]) - 1]: _text(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class Learning:
+    """The model side of a batch: who learns, and from which records on.
+
+    A model lives in worker memory and is saved in snapshots that say which offset of each
+    partition it has learned up to (``gate``), while Redis effects are remembered by event
+    id. After a restart the two disagree: Redis holds effects of records the restored model
+    never learned. So a record is learned when its offset is at or past the gate and it is
+    either new to Redis or the very record that applied it (same ``where``); a repeat of
+    the event in another record (a producer retry) is never learned twice.
+    """
+
+    learn: LearnFn
+    gate: Callable[[int], int]  # partition -> first offset the model has not learned
+
+
+def should_learn(learning: Learning, where: str, fresh: bool, applied_at: str | None) -> bool:
+    """Whether the model learns the event read at ``where`` (``partition:offset:index``).
+
+    >>> gate = Learning(learn=print, gate=lambda p: 10)
+    >>> should_learn(gate, "0:9:0", True, None)    # before the gate: already learned
+    False
+    >>> should_learn(gate, "0:10:0", True, None)   # new
+    True
+    >>> should_learn(gate, "0:12:0", False, "0:12:0")  # redelivered after a crash
+    True
+    >>> should_learn(gate, "0:12:1", False, "0:11:0")  # the same event in another record
+    False
+    """
+    partition, offset, _ = where.split(":", 2)
+    if int(offset) < learning.gate(int(partition)):
+        return False
+    return fresh or applied_at == where
+
+
 async def apply_batch(
     redis: Any,
     keys: Keys,
@@ -223,8 +278,15 @@ async def apply_batch(
     finish: FinishFn | None = None,
     emit: Callable[[], Awaitable[None]] | None = None,
     reject: Callable[[list[tuple[Event, str]]], Awaitable[None]] | None = None,
+    wheres: Sequence[str] | None = None,
+    learning: Learning | None = None,
 ) -> BatchResult:
     """Apply the net effects of the batch's new events and remember their ids, atomically.
+
+    ``wheres`` gives each event's ``partition:offset:index``, stored with its id; with
+    ``learning`` it decides which events the model learns (see :class:`Learning`). The
+    model learns after the event's effect; what it writes for an event Redis already holds
+    is dropped.
 
     ``emit`` is awaited after the effects are computed and before they are written: it
     sends the events the batch produced (strategy switches, alerts) and waits for Kafka's
@@ -239,34 +301,44 @@ async def apply_batch(
     if not events:
         return result
     now = time.time() if now is None else now
+    wheres = wheres if wheres is not None else [""] * len(events)
     ids = [e.event_id for e in events]
-    current, buckets = seen_buckets(keys, dedupe_ttl_s, now)
+    current, _ = seen_buckets(keys, dedupe_ttl_s, now)
+    applied_at = await seen_at(redis, keys, ids, dedupe_ttl_s, now)
 
-    # One server-side pass over the buckets that answers with the positions of known ids
-    # only: the reply stays small however many buckets and ids there are.
-    hits = await with_redis_retry(
-        "dedupe check", lambda: redis.eval(SEEN_SCRIPT, len(buckets), *buckets, orjson.dumps(ids))
-    )
-    seen = {ids[int(i) - 1] for i in hits}
-    fresh: list[Event] = []
-    for event in events:
-        if event.event_id in seen:
+    in_batch: set[str] = set()
+    plan: list[tuple[Event, str, bool, bool]] = []  # event, where, fresh, learn
+    for event, where in zip(events, wheres, strict=True):
+        fresh = event.event_id not in applied_at and event.event_id not in in_batch
+        in_batch.add(event.event_id)  # repeats inside the batch are not fresh
+        if not fresh:
             result.duplicates += 1
-            continue
-        seen.add(event.event_id)  # repeats inside the batch too
-        fresh.append(event)
-    if not fresh:
+        learn = learning is not None and should_learn(learning, where, fresh, applied_at.get(event.event_id))
+        if fresh or learn:
+            plan.append((event, where, fresh, learn))
+    if not plan:
         return result
 
     effects = Coalescer()
+    dropped = Coalescer()  # what the model writes for events Redis already holds
     rejected: list[tuple[Event, str]] = []
-    for event in fresh:
+    fresh_events: list[Event] = []
+    fresh_wheres: list[str] = []
+    for event, where, fresh, learn in plan:
         try:
-            effect(effects, event, keys)
+            if fresh:
+                effect(effects, event, keys)
+            if learn:
+                learning.learn(effects if fresh else dropped, event, keys, where)  # type: ignore[union-attr]
         except Rejected as exc:
+            if not fresh:
+                continue  # dead-lettered when it was first applied
             rejected.append((event, exc.reason))
+        if fresh:
+            fresh_events.append(event)
+            fresh_wheres.append(where)
     if finish is not None:
-        finish(effects, fresh, keys)
+        finish(effects, fresh_events, keys)
 
     if emit is not None:
         await emit()
@@ -275,14 +347,39 @@ async def apply_batch(
             raise RuntimeError(f"an effect rejected {len(rejected)} events but nothing dead-letters them")
         await reject(rejected)
     commands = effects.commands()
-    fresh_ids = [e.event_id for e in fresh]
-    for first in range(0, len(fresh_ids), SCRIPT_CHUNK):  # unpack() in Lua has a stack limit
-        commands.append(("SADD", current, *fresh_ids[first : first + SCRIPT_CHUNK]))
+    pairs = [x for e, w in zip(fresh_events, fresh_wheres, strict=True) for x in (e.event_id, w)]
+    for first in range(0, len(pairs), 2 * SCRIPT_CHUNK):  # unpack() in Lua has a stack limit
+        commands.append(("HSET", current, *pairs[first : first + 2 * SCRIPT_CHUNK]))
     commands.append(("EXPIRE", current, dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1, "NX"))
     # Counted in the same atomic call as the effects, so it is exact under redelivery.
-    commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(fresh) - len(rejected)))
+    commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(fresh_events) - len(rejected)))
     payload = encode_commands(commands)
     await with_redis_retry("apply", lambda: redis.eval(APPLY_SCRIPT, 0, payload))
-    result.applied = len(fresh) - len(rejected)
+    result.applied = len(fresh_events) - len(rejected)
     result.rejected = len(rejected)
     return result
+
+
+async def learn_batch(
+    redis: Any, keys: Keys, events: Sequence[Event], wheres: Sequence[str], learning: Learning, *,
+    dedupe_ttl_s: int, now: float | None = None,
+) -> int:
+    """Teach the model records Redis already applied (a catch-up after a restart); writes
+    nothing. Returns how many events were learned."""
+    now = time.time() if now is None else now
+    applied_at = await seen_at(redis, keys, [e.event_id for e in events], dedupe_ttl_s, now)
+    dropped = Coalescer()
+    learned = 0
+    in_batch: set[str] = set()
+    for event, where in zip(events, wheres, strict=True):
+        at = applied_at.get(event.event_id)
+        # Unknown to Redis: applied longer ago than the dedupe window.
+        fresh = at is None and event.event_id not in in_batch
+        in_batch.add(event.event_id)
+        if should_learn(learning, where, fresh, at):
+            try:
+                learning.learn(dropped, event, keys, where)
+                learned += 1
+            except Rejected:
+                pass
+    return learned

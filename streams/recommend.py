@@ -18,6 +18,16 @@ learned, and counted into the user's profile counters; then each touched user's 
 is recomputed once and written, with reasons, the model version and the time.
 Lists are computed at the stream's event time, so a replay gives the lists a live
 run gave.
+
+Lifecycle. Redis effects (counters) are deduplicated by event id; the model side of an
+event is gated by offsets instead (:class:`streams.pipeline.Learning`), because the model
+lives in memory and is saved in snapshots tied to the offsets it learned up to. A
+restarted worker loads the newest snapshot that covers its partitions and re-reads the
+log from the snapshot's offsets (``WorkerContext.catch_up``), so it never starts cold and
+never learns a record twice. Several *versions* learn the same stream: the champion that
+serves and shadow challengers (``EDDY_RECS_CHALLENGERS``), each scored test-then-train on
+the same targets; :func:`online_models.lifecycle.decide` promotes and rolls back, and an
+admin can do either through the API (the ``serving`` hash, polled here).
 """
 
 from __future__ import annotations
@@ -25,11 +35,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pickle
 import socket
 import time
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -38,14 +51,19 @@ from online_models.base import is_positive, signal_of
 from online_models.evaluation import Score
 from online_models.feed import learn_event
 from online_models.hybrid import HybridRecommender
+from online_models.lifecycle import Decision, Policy, Window, decide
 from online_models.popularity import Popularity
-from schemas.events import EventDecodeError, validate_event
+from schemas.envelope import partition_of
+from schemas.events import AlertEvent, EventDecodeError, encode_event, validate_event
 from schemas.keys import Keys
 from schemas.settings import Settings
-from schemas.topics import INTERACTIONS
+from schemas.topics import ALERTS, INTERACTIONS, TopicSpec
+from streams import metrics
+from streams.app import OffsetGate
 from streams.coalesce import APPLY_SCRIPT, encode_commands
 from streams.interactions import apply_user_event
 from streams.pipeline import Effects, with_redis_retry
+from streams.snapshots import SnapshotMeta, SnapshotStore, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +71,31 @@ CATALOGUE_POLL_S = 0.2
 REFRESH_SLICE_S = 0.05  # longest the list refresh holds the agent's lock at a time
 SOURCES_POLL_S = 5.0
 DISPLAY_FIELDS = ("title", "url", "category", "source", "domain", "tags", "deadline")
+MODEL = "recommender"
+SERVING_POLL_S = 1.0
+CHAMPION = "v1"
+INT_PARAMS = frozenset({"history", "neighbours", "taste_features", "index_per_feature"})
+
+
+@dataclass
+class Version:
+    """One live version of the recommender: its model and its test-then-train figures."""
+
+    name: str
+    model: HybridRecommender
+    window: Window
+    origin: str = "config"  # or "replay"
+    created_at: float = field(default_factory=time.time)
+    score: Score = field(default_factory=Score)
+    since: dict[int, int] = field(default_factory=dict)  # partition -> first offset it learns
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "version": self.name, "variant": "hybrid", "origin": self.origin, "params": self.model.params(),
+            "config_hash": config_hash(self.model.params()), "created_at": self.created_at,
+            "targets": self.score.targets, "hits": self.score.hits, "ndcg_sum": self.score.ndcg_sum,
+            "window": {"targets": self.window.n, "hits": self.window.hits, "hr": self.window.rate},
+        }
 
 
 def in_sample(event_id: str, share: float) -> bool:
@@ -72,12 +115,27 @@ class RecommenderService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.model = HybridRecommender()
+        self.policy = Policy(margin=settings.promotion_margin, window=settings.promotion_window,
+                             drop=settings.rollback_drop, auto=settings.auto_promote)
+        self.versions: dict[str, Version] = {CHAMPION: self._version(CHAMPION, {})}
+        for n, overrides in enumerate(settings.recs_challengers, start=2):
+            self.versions[f"v{n}"] = self._version(f"v{n}", overrides)
+        self.serving = CHAMPION
+        self.previous: str | None = None
+        self.promoted_at: float | None = None  # the hit rate that got the serving version promoted
+        self.since_change = 0  # targets scored since the serving version last changed
+        self.targets_seen = 0
+        self.outbox: list[tuple[TopicSpec, bytes | None, bytes]] = []
         self.baseline = Popularity()
+        self.baseline_score = Score()
         self.display: dict[str, dict[str, Any]] = {}
-        self.scores = {"eddy": Score(), "popularity": Score()}
         self.ctr: dict[int, list[int]] = {}  # position -> [impressions, clicks]
         self.clock = 0.0  # latest event time seen
+        self.gate = OffsetGate()
+        self.owned: set[int] | None = None  # partitions of the interactions topic (None: not known yet)
+        self.restored = False
+        self.regained = False
+        self.dirty = False  # learned something since the last snapshot
         self.touched: set[str] = set()
         self.catalogue_id = "0-0"
         self.member = f"{socket.gethostname()}:{os.getpid()}"
@@ -87,6 +145,21 @@ class RecommenderService:
         # Held by the agent while it handles a batch and by the refresh while it writes, so
         # a refresh can never write back the list of a user a batch has just deleted.
         self.lock = asyncio.Lock()
+        self.serving_request: dict[str, Any] | None = None  # to write to the serving hash
+        self.applied_request_at = 0.0  # the newest serving request followed
+
+    def _version(self, name: str, overrides: dict[str, float]) -> Version:
+        params = {k: (int(v) if k in INT_PARAMS else float(v)) for k, v in overrides.items()}
+        return Version(name, HybridRecommender(**params), Window(self.settings.promotion_window))
+
+    @property
+    def model(self) -> HybridRecommender:
+        """The serving version's model."""
+        return self.versions[self.serving].model
+
+    @property
+    def scores(self) -> dict[str, Score]:
+        return {"eddy": self.versions[self.serving].score, "popularity": self.baseline_score}
 
     # --- catalogue ----------------------------------------------------------------------
 
@@ -96,9 +169,11 @@ class RecommenderService:
         except (orjson.JSONDecodeError, EventDecodeError) as exc:  # written by Eddy: should not happen
             log.error("unreadable catalogue entry skipped: %s", exc)
             return
-        learn_event(self.model, event)
+        for version in self.versions.values():
+            learn_event(version.model, event)
         learn_event(self.baseline, event)
         self.new_items = True
+        self.dirty = True
         if event.retracted:
             self.display.pop(event.item_id, None)
         else:
@@ -128,18 +203,28 @@ class RecommenderService:
     # --- learning -----------------------------------------------------------------------
 
     def effect(self, effects: Effects, event: Any, keys: Keys) -> None:
-        """Per fresh event: counters, live test-then-train scoring, learning."""
+        """Per event new to Redis: the user's counters."""
         apply_user_event(effects, event, keys)
+        if event.type == "interaction":
+            self._profile_counters(effects, event, keys)
+
+    def learn(self, effects: Effects, event: Any, keys: Keys, where: str) -> None:
+        """Per event the models have not learned: live test-then-train scoring, learning."""
+        partition, offset, _ = where.split(":", 2)
+        p, o = int(partition), int(offset)
         self.clock = max(self.clock, event.ts or 0.0)
+        self.dirty = True
         if event.type == "user_deleted":
-            self.model.forget_user(event.user_id)
+            for version in self.versions.values():
+                version.model.forget_user(event.user_id)
             self.touched.discard(event.user_id)
             self.active.pop(event.user_id, None)
             return
         if event.type == "interaction":
-            self._profile_counters(effects, event, keys)
             self._score_live(event)
-        learn_event(self.model, event)
+        for version in self.versions.values():
+            if o >= version.since.get(p, 0):
+                learn_event(version.model, event)
         learn_event(self.baseline, event)
         self.touched.add(event.user_id)
         self.active[event.user_id] = None
@@ -162,9 +247,44 @@ class RecommenderService:
         if event.item_id in consumed:
             return
         now = event.ts or self.clock
-        for name, model in (("eddy", self.model), ("popularity", self.baseline)):
-            ranked = [s.item_id for s in model.rank(event.user_id, 10, now, exclude=consumed)]
-            self.scores[name].add(ranked, event.item_id)
+        for version in self.versions.values():
+            ranked = [s.item_id for s in version.model.rank(event.user_id, 10, now, exclude=consumed)]
+            version.score.add(ranked, event.item_id)
+            version.window.add(int(event.item_id in ranked))
+        ranked = [s.item_id for s in self.baseline.rank(event.user_id, 10, now, exclude=consumed)]
+        self.baseline_score.add(ranked, event.item_id)
+        self.since_change += 1
+        self.targets_seen += 1
+        if len(self.versions) > 1:
+            decision = decide(self.policy, {n: v.window for n, v in self.versions.items()},
+                              serving=self.serving, previous=self.previous, since_change=self.since_change,
+                              promoted_at=self.promoted_at)
+            if decision is not None:
+                self.switch(decision, by="policy")
+
+    # --- which version serves -----------------------------------------------------------
+
+    def switch(self, decision: Decision, *, by: str) -> None:
+        """Serve ``decision.version`` from now on and queue an alert with the figures."""
+        old = self.serving
+        if decision.version == old or decision.version not in self.versions:
+            return
+        self.previous = old
+        self.serving = decision.version
+        self.promoted_at = self.versions[decision.version].window.rate
+        self.since_change = 0
+        self.touched.update(self.active)  # every active user's list now comes from the new version
+        log.warning("recommender %s: %s -> %s by %s: %s", decision.action, old, decision.version, by,
+                    decision.detail)
+        alert = AlertEvent(
+            type="alert", event_id=f"{MODEL}:{decision.action}:{decision.version}:{self.targets_seen}",
+            ts=self.clock or time.time(), kind=f"model_{decision.action}", subject=MODEL,
+            detail=f"{decision.action} {old} -> {decision.version} by {by}: {decision.detail}",
+            severity="info" if decision.action == "promote" else "warning",
+        )
+        self.outbox.append((ALERTS, MODEL.encode(), encode_event(alert)))
+        self.serving_request = {"version": self.serving, "by": by, "requested_at": time.time(),
+                                "action": decision.action, "detail": decision.detail}
 
     def _profile_counters(self, effects: Effects, event: Any, keys: Keys) -> None:
         item = self.display.get(event.item_id)
@@ -212,6 +332,10 @@ class RecommenderService:
             effects.set(keys.recs(user_id), orjson.dumps(self.recommendations(user_id)))
         self.touched.clear()
         effects.hset(keys.models, f"recs:{self.member}", orjson.dumps(self.quality()))
+        effects.hset(keys.registry, f"{MODEL}:{self.member}", orjson.dumps(self.registry()))
+        if self.serving_request is not None:
+            effects.hset(keys.serving, MODEL, orjson.dumps(self.serving_request))
+            self.serving_request = None
 
     def refresh_commands(self, keys: Keys, budget_s: float = REFRESH_SLICE_S) -> list[tuple[Any, ...]]:
         """When the catalogue changed, fresh lists for the recently active users (newest
@@ -236,7 +360,8 @@ class RecommenderService:
         """Mergeable counters: the API sums them over workers."""
         return {
             "model": "hybrid",
-            "model_version": self.model.version,
+            "model_version": f"{self.serving}.{self.model.version}",
+            "serving": self.serving,
             "k": 10,
             "scores": {
                 name: {"targets": s.targets, "hits": s.hits, "ndcg_sum": s.ndcg_sum}
@@ -248,16 +373,211 @@ class RecommenderService:
             "updated_at": time.time(),
         }
 
+    def registry(self) -> dict[str, Any]:
+        """This worker's versions, their figures and roles, for ``GET /api/models``."""
+        def role(name: str) -> str:
+            return "champion" if name == self.serving else "previous" if name == self.previous else "challenger"
+
+        return {
+            "name": MODEL, "serving": self.serving, "previous": self.previous, "promoted_at_hr": self.promoted_at,
+            "targets_since_change": self.since_change,
+            "policy": {"auto": self.policy.auto, "margin": self.policy.margin, "window": self.policy.window,
+                       "rollback_drop": self.policy.drop},
+            "versions": [v.summary() | {"role": role(n), "serving": n == self.serving}
+                         for n, v in self.versions.items()],
+            "baseline": {"targets": self.baseline_score.targets, "hits": self.baseline_score.hits,
+                         "ndcg_sum": self.baseline_score.ndcg_sum},
+            "offsets": {str(p): o for p, o in sorted(self.gate.next.items())},
+            "event_time": self.clock,
+            "updated_at": time.time(),
+        }
+
+    # --- snapshots ------------------------------------------------------------------------
+
+    def snapshot(self, topic: str) -> tuple[SnapshotMeta, bytes]:
+        """The whole learned state and the offsets it stands for (call under :attr:`lock`)."""
+        state = {
+            "versions": self.versions, "serving": self.serving, "previous": self.previous,
+            "promoted_at": self.promoted_at, "since_change": self.since_change, "targets_seen": self.targets_seen,
+            "baseline": self.baseline, "baseline_score": self.baseline_score, "display": self.display,
+            "ctr": self.ctr, "clock": self.clock, "catalogue_id": self.catalogue_id,
+            "active": list(self.active),
+        }
+        body = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        meta = SnapshotMeta(
+            model=MODEL, version=self.serving, seq=0, created_at=time.time(),
+            offsets={topic: {str(p): o for p, o in self.gate.next.items()}},
+            metrics=self.registry(), params=self.model.params(), config_hash=config_hash(self.model.params()),
+            writer=self.member, extra={"catalogue_id": self.catalogue_id, "versions": list(self.versions)},
+        )
+        self.dirty = False
+        return meta, body
+
+    def restore(self, meta: SnapshotMeta, body: bytes, topic: str) -> None:
+        """Resume from a snapshot: its versions, and its offsets for the partitions owned."""
+        state = pickle.loads(body)
+        configured = self.versions
+        self.versions = state["versions"]
+        for name, version in configured.items():
+            if name not in self.versions:
+                # A challenger configured after the snapshot: it learns from here on.
+                self.versions[name] = version
+            elif version.model.params() != self.versions[name].model.params():
+                log.warning("snapshot's %s was built with %s, the settings say %s: the snapshot's model serves "
+                            "until `eddy replay` rebuilds it", name, self.versions[name].model.params(),
+                            version.model.params())
+        self.serving, self.previous = state["serving"], state["previous"]
+        self.promoted_at, self.since_change = state["promoted_at"], state["since_change"]
+        self.targets_seen = state["targets_seen"]
+        self.baseline, self.baseline_score = state["baseline"], state["baseline_score"]
+        self.display, self.ctr, self.clock = state["display"], state["ctr"], state["clock"]
+        self.catalogue_id = state["catalogue_id"]
+        self.active = OrderedDict((u, None) for u in state["active"])
+        self.gate.next = {int(p): o for p, o in meta.offsets.get(topic, {}).items()}
+        for name in configured:  # those new here learn from the snapshot's offsets on
+            if not self.versions[name].since and name not in state["versions"]:
+                self.versions[name].since = dict(self.gate.next)
+        log.info("recommender resumed from snapshot %s (%s, %d versions, serving %s, offsets %s)",
+                 meta.seq, meta.path, len(self.versions), self.serving, meta.offsets.get(topic))
+
+    def keep_partitions(self, owned: set[int]) -> int:
+        """Drop the users of partitions this worker no longer owns; returns how many."""
+        partitions = range(self.settings.partitions)
+        dropped = 0
+        for user_id in self.versions[self.serving].model.user_ids():
+            if partition_of(user_id.encode(), partitions) not in owned:
+                for version in self.versions.values():
+                    version.model.forget_user(user_id)
+                self.active.pop(user_id, None)
+                self.touched.discard(user_id)
+                dropped += 1
+        self.gate.keep(owned)
+        for version in self.versions.values():
+            version.since = {p: o for p, o in version.since.items() if p in owned}
+        return dropped
+
 
 def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import cycle)
+    from streams.app import wheres_of
+    from streams.pipeline import Learning, decode_batch, learn_batch
+    from streams.replay import read_ranges
+
     service = RecommenderService(ctx.settings)
+    store = SnapshotStore(Path(ctx.settings.snapshot_dir) / ctx.settings.consumer_group, keep=ctx.settings.snapshot_keep)
+    topic = INTERACTIONS.full_name(ctx.settings)
+    partitions = range(ctx.settings.partitions)
+
     async def catch_up() -> None:
         await with_redis_retry("catalogue", lambda: service.catch_up(ctx.redis, ctx.keys))
 
+    async def before() -> None:
+        # Called with the lock held, ahead of every batch.
+        if not service.restored and service.owned is not None:
+            found = await asyncio.to_thread(store.latest, MODEL, topic=topic, partitions=service.owned)
+            if found is not None:
+                service.restore(*found, topic)
+            service.restored = True
+            service.regained = True
+        if service.regained and service.owned is not None:
+            service.regained = False
+            dropped = service.keep_partitions(service.owned)
+            if dropped:
+                log.info("dropped %d users of partitions now owned by other workers", dropped)
+        await catch_up()
+
+    async def emit() -> None:
+        if service.outbox:
+            outbox, service.outbox = service.outbox, []
+            await ctx.send_all(outbox)
+
     ctx.consume(
-        INTERACTIONS, service.effect, name="learn_from_interactions", finish=service.finish, before=catch_up,
-        lock=service.lock,
+        INTERACTIONS, service.effect, name="learn_from_interactions", finish=service.finish, before=before,
+        lock=service.lock, emit=emit, learn=service.learn, gate=service.gate,
     )
+
+    @ctx.app.on_partitions_assigned.connect
+    async def take_partitions(app: Any, assigned: set, **kwargs: Any) -> None:
+        service.owned = {tp.partition for tp in assigned if tp.topic == topic}
+        service.regained = True
+
+    async def save_snapshot() -> None:
+        async with service.lock:
+            if not service.restored or not service.dirty:
+                return
+            meta, body = service.snapshot(topic)
+        with metrics.SNAPSHOT_SECONDS.labels(MODEL).time():
+            await asyncio.to_thread(store.save, meta, body)
+        metrics.SNAPSHOTS.labels(MODEL).inc()
+
+    if ctx.settings.snapshot_interval_s > 0:
+        @ctx.app.timer(interval=ctx.settings.snapshot_interval_s)
+        async def snapshot_recommender() -> None:
+            await save_snapshot()
+
+    @ctx.app.on_before_shutdown.connect
+    async def snapshot_on_shutdown(app: Any, **kwargs: Any) -> None:
+        await save_snapshot()
+
+    async def adopt(name: str) -> bool:
+        """Bring a version built elsewhere (``eddy replay``) into this worker: load its
+        snapshot, teach it what the log gained since, then let it learn with the others."""
+        found = await asyncio.to_thread(store.latest, MODEL, version=name)
+        if found is None:
+            log.error("version %s of the recommender was asked to serve but has no snapshot in %s",
+                      name, ctx.settings.snapshot_dir)
+            return False
+        meta, body = found
+        state = pickle.loads(body)
+        version: Version = state["versions"][name]
+        owned = service.owned or set()
+        for user_id in version.model.user_ids():
+            if partition_of(user_id.encode(), partitions) not in owned:
+                version.model.forget_user(user_id)
+        # The catalogue it has not seen yet.
+        reply = await ctx.redis.xrange(ctx.keys.catalogue, min=f"({meta.extra.get('catalogue_id', '0-0')}",
+                                       max=service.catalogue_id) if service.catalogue_id != "0-0" else []
+        for _, fields in reply:
+            learn_event(version.model, validate_event(orjson.loads(fields[b"item"])))
+        # The log between its offsets and the workers'.
+        its = {int(p): o for p, o in meta.offsets.get(topic, {}).items()}
+        ranges = {p: (its.get(p, 0), service.gate.gate(p)) for p in owned if its.get(p, 0) < service.gate.gate(p)}
+
+        def learn_into(effects: Effects, event: Any, keys: Keys, where: str) -> None:
+            learn_event(version.model, event)
+
+        async for chunk in read_ranges(ctx.settings, topic, ranges):
+            decoded = decode_batch(chunk, allowed_types=frozenset(INTERACTIONS.types),
+                                   max_bytes=ctx.settings.max_event_bytes)
+            await learn_batch(ctx.redis, ctx.keys, [e for e, _ in decoded.events], wheres_of(decoded.events),
+                              Learning(learn_into, lambda p: its.get(p, 0)), dedupe_ttl_s=ctx.settings.dedupe_ttl_s)
+        version.since = {p: o for p, o in its.items() if p in owned and o > service.gate.gate(p)}
+        version.origin = "replay"
+        service.versions[name] = version
+        log.info("version %s adopted from snapshot %s (caught up %s)", name, meta.path, ranges)
+        return True
+
+    @ctx.app.timer(interval=SERVING_POLL_S)
+    async def follow_serving() -> None:
+        # What an admin asked for (POST /api/models/recommender/promote|rollback), or what
+        # another worker's policy decided: every worker serves the same version.
+        raw = await with_redis_retry("serving", lambda: ctx.redis.hget(ctx.keys.serving, MODEL))
+        if raw is None:
+            return
+        request = orjson.loads(raw)
+        async with service.lock:
+            if not service.restored or request.get("requested_at", 0) <= service.applied_request_at:
+                return
+            service.applied_request_at = request["requested_at"]
+            name = request["version"]
+            if name == service.serving:
+                return
+            if name not in service.versions and not await adopt(name):
+                return
+            service.switch(Decision(request.get("action", "promote"), name,
+                                    request.get("detail") or f"asked by {request.get('by', 'an admin')}"),
+                           by=request.get("by", "admin"))
+            service.serving_request = None  # it came from the hash; nothing to write back
+            await emit()
 
     @ctx.app.task
     async def follow_catalogue() -> None:
@@ -273,7 +593,8 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
         raw = await with_redis_retry("sources", lambda: ctx.redis.hgetall(ctx.keys.sources))
         weights = {k.decode(): float(orjson.loads(v)["reliability"]) for k, v in raw.items()}
         async with service.lock:
-            service.model.set_reliability(weights)
+            for version in service.versions.values():
+                version.model.set_reliability(weights)
 
     @ctx.app.task
     async def refresh_lists() -> None:

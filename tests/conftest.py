@@ -85,11 +85,8 @@ class Stack:
             redis_url=redis_url,
             topic_prefix=f"t{tag}.",
             redis_prefix=f"t{tag}:",
-            consumer_group=f"eddy-{tag}",
-            session_timeout_s=6.0,
-            worker_metrics_port=0,
-            partitions=4,
-            **overrides,
+            **{"consumer_group": f"eddy-{tag}", "session_timeout_s": 6.0, "worker_metrics_port": 0,
+               "partitions": 4, **overrides},
         )
         self.keys = Keys(self.settings.redis_prefix)
         self.redis = redis_lib.Redis.from_url(redis_url)
@@ -112,6 +109,7 @@ class Stack:
             "EDDY_WORKER_METRICS_PORT": "0",
             "EDDY_PARTITIONS": str(s.partitions),
             "EDDY_LOG_LEVEL": "warning",
+            "EDDY_SNAPSHOT_DIR": str(self.children.log_dir / "snapshots"),
             **{f"EDDY_{k.upper()}": str(v) for k, v in self.extra_env.items()},
         }
 

@@ -1,0 +1,182 @@
+"""Model lifecycle through the real broker, Redis and worker processes: snapshots tied to
+offsets survive kill -9, and the model a worker ends with equals one trained once in order."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import signal
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from online_models.evaluation import Score
+from schemas.events import validate_event
+from streams.coalesce import Coalescer
+from streams.recommend import RecommenderService
+from streams.snapshots import SnapshotStore
+from tests.conftest import Stack, until
+
+pytestmark = pytest.mark.integration
+
+CATEGORIES = ("painting", "music", "film", "jobs", "poetry")
+# The issue's trial is 50,000 (EDDY_TEST_KILL_EVENTS=50000); CI runs a shorter stream.
+KILL_EVENTS = int(os.environ.get("EDDY_TEST_KILL_EVENTS", "20000"))
+
+
+def make_stream(n: int, seed: int = 7) -> tuple[list[dict], list[dict]]:
+    """Items, then interactions of users with a favourite category, in event time."""
+    rng = random.Random(seed)
+    items = [
+        {"type": "item", "event_id": f"i{j}", "ts": 1_000.0 + j, "item_id": f"it{j}",
+         "title": f"{CATEGORIES[j % 5]} thing {j}", "category": CATEGORIES[j % 5],
+         "tags": [CATEGORIES[j % 5], f"t{j % 7}"], "source": f"s{j % 3}"}
+        for j in range(150)
+    ]
+    taste = {f"u{u}": CATEGORIES[rng.randrange(5)] for u in range(400)}
+    by_cat = {c: [it["item_id"] for it in items if it["category"] == c] for c in CATEGORIES}
+    interactions = []
+    for i in range(n):
+        user = f"u{min(int(rng.paretovariate(1.2)) - 1, 399)}" if rng.random() < 0.5 else f"u{rng.randrange(400)}"
+        cat = taste[user] if rng.random() < 0.8 else CATEGORIES[rng.randrange(5)]
+        item = rng.choice(by_cat[cat])
+        action = rng.choices(["impression", "click", "like", "dislike", "rate"], [5, 3, 2, 1, 1])[0]
+        event = {"type": "interaction", "event_id": f"e{i}", "ts": 10_000.0 + i * 2.0, "user_id": user,
+                 "item_id": item, "action": action}
+        if action == "rate":
+            event["value"] = rng.randint(1, 5)
+        interactions.append(event)
+        if i % 5000 == 4999:  # a producer retry: the same event in a second record
+            interactions.append(dict(event))
+    return items, interactions
+
+
+def reference(stack: Stack, items: list[dict], interactions: list[dict]) -> RecommenderService:
+    """The same service code, trained once, in order, in this process."""
+    service = RecommenderService(stack.settings.model_copy(update={"live_eval_share": 1.0}))
+    for item in items:
+        service.learn_catalogue_entry(orjson.dumps(item))
+    seen: set[str] = set()
+    for offset, raw in enumerate(interactions):
+        event = validate_event(dict(raw))
+        if event.event_id in seen:  # the retried copy is a duplicate, not a new event
+            continue
+        seen.add(event.event_id)
+        service.learn(Coalescer(), event, stack.keys, f"0:{offset}:0")
+    return service
+
+
+def probe(service: RecommenderService, users: list[str]) -> dict[str, list[tuple[str, float]]]:
+    model = service.versions["v1"].model
+    return {
+        u: [(s.item_id, round(s.score, 9)) for s in model.rank(u, 10, service.clock, exclude=model.consumed_by(u))]
+        for u in users
+    }
+
+
+def score_of(s: Score) -> tuple[int, int, float]:
+    return s.targets, s.hits, round(s.ndcg_sum, 9)
+
+
+@pytest.fixture
+def one_partition(broker: str, redis_url: str, tmp_path: Path):
+    # One partition: the order a model learns in is then the log's order, so "trained once
+    # in order" has one meaning and equality can be exact.
+    s = Stack(broker, redis_url, tmp_path, partitions=1)
+    s.extra_env = {"snapshot_interval_s": 0.5, "live_eval_share": 1.0}
+    yield s
+    s.close()
+
+
+def test_kill_9_five_times_and_the_model_equals_one_trained_once_in_order(one_partition: Stack) -> None:
+    stack = one_partition
+    items, interactions = make_stream(KILL_EVENTS)
+    stack.produce("items", [orjson.dumps(i) for i in items], [i["item_id"].encode() for i in items])
+    stack.start_worker()
+    stack.wait_applied("items", len(items))
+    stack.produce("interactions", [orjson.dumps(e) for e in interactions],
+                  [e["user_id"].encode() for e in interactions])
+    unique = len({e["event_id"] for e in interactions})
+
+    kills = []
+    for k in range(1, 6):
+        threshold = unique * k // 7
+        until(lambda t=threshold: stack.applied("interactions") >= t, timeout_s=120, every_s=0.01)
+        name, proc = stack.children.procs[-1]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        stack.children.procs.remove((name, proc))
+        kills.append(stack.applied("interactions"))
+        stack.start_worker(f"worker{k}")
+    stack.wait_applied("interactions", unique, timeout_s=180)
+    # A graceful stop writes a last snapshot; it must hold everything.
+    time.sleep(1.0)
+    stack.children.stop_one(stack.children.procs[-1][0])
+
+    store = SnapshotStore(Path(stack.env["EDDY_SNAPSHOT_DIR"]) / stack.settings.consumer_group)
+    meta, body = store.latest("recommender", topic=stack.topic("interactions"), partitions={0})
+    assert meta.offsets[stack.topic("interactions")] == {"0": len(interactions)}
+    live = RecommenderService(stack.settings.model_copy(update={"live_eval_share": 1.0}))
+    live.restore(meta, body, stack.topic("interactions"))
+
+    expected = reference(stack, items, interactions)
+    users = [f"u{u}" for u in range(0, 400, 8)]
+    assert len(kills) == 5 and kills == sorted(kills) and kills[-1] < unique
+    assert live.clock == expected.clock
+    assert probe(live, users) == probe(expected, users)
+    assert score_of(live.versions["v1"].score) == score_of(expected.versions["v1"].score)
+    assert score_of(live.baseline_score) == score_of(expected.baseline_score)
+    assert live.versions["v1"].model.n_users == expected.versions["v1"].model.n_users
+    # Redis counters are deduplicated by event id: exactly one count per event.
+    counts = sum(
+        sum(int(v) for k, v in stack.redis.hgetall(stack.keys.user_counts(u)).items()
+            if k.decode() in {"impression", "click", "like", "dislike", "rate"})
+        for u in {e["user_id"] for e in interactions}
+    )
+    assert counts == unique
+
+
+def test_a_snapshot_write_killed_20_times_never_breaks_the_latest(tmp_path: Path) -> None:
+    """Kill -9 a process in the middle of writing a large snapshot, 20 times: the newest
+    snapshot that loads is always a complete one."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "snaps"
+    script = (
+        "import sys, time\n"
+        "from streams.snapshots import SnapshotMeta, SnapshotStore\n"
+        "store = SnapshotStore(sys.argv[1], keep=3)\n"
+        "n = int(sys.argv[2])\n"
+        "body = bytes([n % 256]) * 40_000_000\n"
+        "print('writing', flush=True)\n"
+        "store.save(SnapshotMeta('m', 'v1', 0, 0.0, {'t': {'0': n}}), body)\n"
+        "print('done', flush=True)\n"
+    )
+    complete = 0
+    killed_mid_write = 0
+    for n in range(20):
+        proc = subprocess.Popen([sys.executable, "-c", script, str(root), str(n)], stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"writing"
+        time.sleep(random.Random(n).uniform(0.0, 0.08))
+        proc.send_signal(signal.SIGKILL)
+        rest = proc.stdout.read()
+        proc.wait()
+        if b"done" in rest:
+            complete += 1
+        else:
+            killed_mid_write += 1
+        found = SnapshotStore(root, keep=3).latest("m", topic="t")
+        if found is None:
+            assert complete == 0  # nothing ever completed yet
+            continue
+        meta, body = found
+        assert len(body) == 40_000_000 and body[:1] * 10 == body[-10:]
+        assert body[:1] == bytes([int(meta.offsets["t"]["0"]) % 256])
+    assert killed_mid_write >= 10  # the trial really killed writes in flight
+    temp_files = list((root / "m").glob(".*.tmp"))
+    pickle.dumps(temp_files)  # torn temporaries may remain; they are never loaded
