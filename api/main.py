@@ -17,7 +17,7 @@ from limits import parse as parse_limit
 from api.deps import rate_limit
 from api.metrics import REQUEST_SECONDS
 from api.producer import EventProducer
-from api.routes import bids, events, health, reads, recommendations, scraping
+from api.routes import bids, events, health, models, reads, recommendations, scraping
 from schemas.keys import Keys
 from schemas.settings import Settings, get_settings
 
@@ -79,6 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limit = parse_limit(settings.rate_limit) if settings.rate_limit else None
     app.include_router(health.router)
     limited = [Depends(rate_limit)]
-    for module in (events, reads, recommendations, scraping, bids):
+    for module in (events, reads, recommendations, scraping, bids, models):
         app.include_router(module.router, dependencies=limited)
     return app

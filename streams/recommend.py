@@ -147,6 +147,7 @@ class RecommenderService:
         self.lock = asyncio.Lock()
         self.serving_request: dict[str, Any] | None = None  # to write to the serving hash
         self.applied_request_at = 0.0  # the newest serving request followed
+        self.last_snapshot: dict[str, Any] | None = None
 
     def _version(self, name: str, overrides: dict[str, float]) -> Version:
         params = {k: (int(v) if k in INT_PARAMS else float(v)) for k, v in overrides.items()}
@@ -273,7 +274,7 @@ class RecommenderService:
         self.serving = decision.version
         self.promoted_at = self.versions[decision.version].window.rate
         self.since_change = 0
-        self.touched.update(self.active)  # every active user's list now comes from the new version
+        self.new_items = True  # the refresh task re-ranks every active user with the new version
         log.warning("recommender %s: %s -> %s by %s: %s", decision.action, old, decision.version, by,
                     decision.detail)
         alert = AlertEvent(
@@ -321,7 +322,7 @@ class RecommenderService:
                 for s in chosen
             ],
             "model": "hybrid",
-            "model_version": self.model.version,
+            "model_version": f"{self.serving}.{self.model.version}",
             "computed_at": time.time(),
             "event_time": self.clock,
         }
@@ -388,6 +389,7 @@ class RecommenderService:
             "baseline": {"targets": self.baseline_score.targets, "hits": self.baseline_score.hits,
                          "ndcg_sum": self.baseline_score.ndcg_sum},
             "offsets": {str(p): o for p, o in sorted(self.gate.next.items())},
+            "snapshot": self.last_snapshot,
             "event_time": self.clock,
             "updated_at": time.time(),
         }
@@ -506,8 +508,11 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
                 return
             meta, body = service.snapshot(topic)
         with metrics.SNAPSHOT_SECONDS.labels(MODEL).time():
-            await asyncio.to_thread(store.save, meta, body)
+            saved = await asyncio.to_thread(store.save, meta, body)
         metrics.SNAPSHOTS.labels(MODEL).inc()
+        service.last_snapshot = {"seq": saved.seq, "version": saved.version, "created_at": saved.created_at,
+                                 "offsets": saved.offsets, "size": saved.size, "path": saved.path,
+                                 "writer": saved.writer, "libraries": saved.libraries}
 
     if ctx.settings.snapshot_interval_s > 0:
         @ctx.app.timer(interval=ctx.settings.snapshot_interval_s)
@@ -578,6 +583,8 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
                            by=request.get("by", "admin"))
             service.serving_request = None  # it came from the hash; nothing to write back
             await emit()
+            doc = orjson.dumps(service.registry())
+        await with_redis_retry("registry", lambda: ctx.redis.hset(ctx.keys.registry, f"{MODEL}:{service.member}", doc))
 
     @ctx.app.task
     async def follow_catalogue() -> None:

@@ -180,3 +180,61 @@ def test_a_snapshot_write_killed_20_times_never_breaks_the_latest(tmp_path: Path
     assert killed_mid_write >= 10  # the trial really killed writes in flight
     temp_files = list((root / "m").glob(".*.tmp"))
     pickle.dumps(temp_files)  # torn temporaries may remain; they are never loaded
+
+
+ADMIN = {"X-API-Key": "admin-secret"}
+
+
+def test_registry_lists_versions_and_admin_promotes_and_rolls_back_without_restart(stack: Stack) -> None:
+    import httpx
+
+    from tests.conftest import post_events
+
+    stack.extra_env = {"admin_api_key": ADMIN["X-API-Key"], "recs_challengers": '[{"half_life_s": 3600}]',
+                       "auto_promote": "false", "live_eval_share": 1.0}
+    stack.start_worker()
+    api = stack.start_api()
+    items, interactions = make_stream(700)
+    post_events(api, items)
+    stack.wait_applied("items", len(items))
+    post_events(api, interactions[:600])
+    stack.wait_applied("interactions", 600)
+
+    def recommender() -> dict:
+        models = httpx.get(f"{api}/api/models").json()["models"]
+        return next(m for m in models if m["name"] == "recommender")
+
+    model = until(lambda: (m := recommender()) and m["versions"][0]["metrics"]["targets"] and m)
+    assert model["serving"] == "v1" and model["previous"] is None
+    roles = {v["version"]: (v["role"], v["serving"], v["params"]["half_life_s"]) for v in model["versions"]}
+    assert roles == {"v1": ("champion", True, 14 * 86400.0), "v2": ("challenger", False, 3600.0)}
+    assert model["policy"] == {"auto": False, "margin": 0.05, "window": 500, "rollback_drop": 0.05}
+    assert model["baseline"]["name"] == "popularity" and model["baseline"]["targets"] > 0
+
+    # Refusals first: no key, unknown version, single-version models, nothing to roll back.
+    assert httpx.post(f"{api}/api/models/recommender/promote/v2").status_code == 401
+    resp = httpx.post(f"{api}/api/models/recommender/promote/v9", headers=ADMIN)
+    assert resp.status_code == 404 and resp.json()["detail"] == "unknown version 'v9' of recommender; known: ['v1', 'v2']"
+    resp = httpx.post(f"{api}/api/models/bids/promote/v1", headers=ADMIN)
+    assert resp.status_code == 409
+    resp = httpx.post(f"{api}/api/models/recommender/rollback", headers=ADMIN)
+    assert resp.status_code == 409 and resp.json()["detail"] == "recommender has no previous version to roll back to"
+
+    resp = httpx.post(f"{api}/api/models/recommender/promote/v2", headers=ADMIN, timeout=15)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"model": "recommender", "serving": "v2", "action": "promote", "applied": True}
+    model = recommender()
+    assert (model["serving"], model["previous"]) == ("v2", "v1")
+    # The next lists come from v2, and an alert says who switched and why.
+    post_events(api, interactions[600:700])
+    stack.wait_applied("interactions", 700)
+    user = interactions[650]["user_id"]
+    until(lambda: httpx.get(f"{api}/api/recommendations", params={"user_id": user}).json()
+          .get("model_version", "").startswith("v2."))
+    alerts = [orjson.loads(r.value) for r in stack.consume_all("alerts", idle_s=2.0)]
+    assert [(a["kind"], a["subject"]) for a in alerts] == [("model_promote", "recommender")]
+    assert alerts[0]["detail"].startswith("promote v1 -> v2 by admin")
+
+    resp = httpx.post(f"{api}/api/models/recommender/rollback", headers=ADMIN, timeout=15)
+    assert resp.json() == {"model": "recommender", "serving": "v1", "action": "rollback", "applied": True}
+    assert recommender()["previous"] == "v2"
