@@ -124,7 +124,7 @@ class ModelHealth(base.Base):
     ctr_window
         The CTR is measured over about the last ``ctr_window`` impressions.
     ctr_min_impressions
-        Impressions needed before the CTR is judged at all.
+        Impressions needed before the CTR is judged at all (at most ``ctr_window``).
     ctr_hysteresis
         After a fall, the CTR has recovered once at least ``ctr_floor * (1 + ctr_hysteresis)``.
 
@@ -242,7 +242,7 @@ class ModelHealth(base.Base):
             self._ctr_sums[0] -= old_n
             self._ctr_sums[1] -= old_c
         shown, clicked = self._ctr_sums
-        if shown < max(self.ctr_min_impressions, 1):
+        if shown < self._ctr_min():
             return None
         ctr = clicked / shown
         where = f"over the last {shown} impressions"
@@ -260,6 +260,10 @@ class ModelHealth(base.Base):
                                        "info", False))
         return None
 
+    def _ctr_min(self) -> int:
+        # The window keeps at least ctr_window impressions: never ask for more than that.
+        return max(1, min(self.ctr_min_impressions, self.ctr_window))
+
     # --- reads ----------------------------------------------------------------------------
 
     def _found(self, finding: Finding) -> Finding:
@@ -270,7 +274,7 @@ class ModelHealth(base.Base):
     def ctr(self) -> float | None:
         """The CTR over the current window (None until it has ``ctr_min_impressions``)."""
         shown, clicked = self._ctr_sums
-        return clicked / shown if shown and shown >= self.ctr_min_impressions else None
+        return clicked / shown if shown >= self._ctr_min() else None
 
     def summary(self) -> dict[str, Any]:
         """JSON-able: findings so far, the error and feature monitors, the CTR state."""
