@@ -110,6 +110,10 @@ class WebhookNotifier:
         (a 429's ``Retry-After`` is honoured up to the cap).
     transport
         An httpx transport for the client (tests; default: httpx's own).
+
+    Counters (for metrics): ``sent``; ``failed``, given up after ``max_attempts`` tries or at
+    an answer not worth retrying; ``dropped``, pushed out of a full queue or still unposted
+    when :meth:`stop` gave up. ``pending`` is the queue's length.
     """
 
     def __init__(
@@ -168,6 +172,9 @@ class WebhookNotifier:
             return
         logging.getLogger("httpx").addFilter(self._redact)
         self._stopping = False
+        self._wakeup = asyncio.Event()  # bound to this loop on first use
+        if self._queue:
+            self._wakeup.set()
         self._client = httpx.AsyncClient(timeout=self.timeout_s, transport=self._transport)
         self._task = asyncio.create_task(self._run(), name=f"alert-webhook-{self.host}")
 
@@ -203,7 +210,12 @@ class WebhookNotifier:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             self._posting = self._queue.popleft()
-            await self._post(self._posting)
+            try:
+                await self._post(self._posting)
+            except Exception as exc:  # noqa: BLE001 - one bad alert must not end the deliveries
+                self.failed += 1
+                log.error("alert webhook %s: could not post alert %s: %s", self.host, self._posting.event_id,
+                          type(exc).__name__)
             self._posting = None
 
     async def _post(self, alert: AlertEvent) -> None:

@@ -161,6 +161,30 @@ async def test_retry_after_is_honoured_up_to_the_cap() -> None:
     assert (n.sent, pauses) == (1, [5.0, 5.0])
 
 
+async def test_an_unexpected_error_costs_one_alert_not_the_deliveries() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if b"#1" in request.content:
+            raise RuntimeError("bug")
+        return httpx.Response(200)
+
+    n = WebhookNotifier(URL, transport=httpx.MockTransport(handler))
+    for i in range(3):
+        n.notify(alert(i, detail=f"#{i}"))
+    await n.start()
+    await n.stop()
+    assert (n.sent, n.failed) == (2, 1)
+
+
+async def test_a_notifier_can_start_again_after_stopping() -> None:
+    handler = Recorder()
+    n, _ = notifier(handler)
+    for _ in range(2):
+        await n.start()
+        n.notify(alert())
+        await n.stop()
+    assert n.sent == 2
+
+
 def test_a_full_queue_drops_the_oldest_and_counts() -> None:
     n, _ = notifier(Recorder(), max_queue=3)
     for i in range(5):
