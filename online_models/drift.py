@@ -110,6 +110,9 @@ def _numeric(value: Any) -> float | None:
 class ModelHealth(base.Base):
     """Watches one model's online error, input features and served CTR.
 
+    As in :class:`~online_models.scrape_shape.ShapeMonitor`, values beyond [-1, 1] are
+    compared by their signed log: log loss and heavy-tailed features shift by factors.
+
     Parameters
     ----------
     model
@@ -193,8 +196,8 @@ class ModelHealth(base.Base):
     # --- error ----------------------------------------------------------------------------
 
     def observe_error(self, x: float, ts: float) -> Finding | None:
-        """Learn the model's error on one example (learnt before it was scored); a finding
-        when the error shifted. A NaN or infinite error is not learnt."""
+        """Learn the model's error on one example, scored before the model learnt it
+        (test-then-train); a finding when the error shifted. NaN and infinities are skipped."""
         value = _numeric(x)
         if value is None:
             return None
@@ -215,7 +218,7 @@ class ModelHealth(base.Base):
         """Learn the numeric features of one example; a finding per feature that shifted.
 
         Non-numeric, NaN and infinite values are skipped; so are features beyond the
-        watched ones. Returns an empty list, not a new one, when nothing shifted.
+        watched ones. The list is usually empty.
         """
         values: dict[str, float] = {}
         for name in sorted(features):
