@@ -14,6 +14,8 @@ import copy
 import math
 import pickle
 import random
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -283,3 +285,12 @@ def test_clone_is_a_fresh_monitor_with_the_same_parameters() -> None:
     fresh = health.clone()
     assert fresh.summary()["errors"] == {"observations": 0}
     assert (fresh.features, fresh.ctr_floor) == (("a",), 0.1)
+
+
+def test_model_health_imports_no_io() -> None:
+    code = (
+        "import sys, online_models.drift; "
+        "print(sorted(m for m in ('faust', 'redis', 'kafka', 'aiokafka', 'fastapi', 'httpx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
