@@ -8,7 +8,7 @@ Nothing else in the code base hard-codes a broker or Redis address.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -155,6 +155,23 @@ class Settings(BaseSettings):
     )
     bid_metrics_window: int = Field(1000, ge=10, description="Outcomes in the rolling window of the bid metrics.")
 
+    # --- Model health: drift, CTR floor, alerts ----------------------------------------
+    drift_reaction: Literal["alert", "reset", "challenger"] = Field(
+        "alert",
+        description="What a model's drift for the worse (error, inputs, CTR) triggers besides the alert: "
+        "alert (nothing more), reset (the model) or challenger (retrained from replay).",
+    )
+    drift_delta: float = Field(
+        0.002, gt=0, lt=1, description="ADWIN's significance on models' online error and inputs (smaller = fewer, later alarms)."
+    )
+    ctr_floor: float = Field(
+        0.0, ge=0, lt=1, description="Alert (and react) when the CTR of served recommendations falls below this (0 = off)."
+    )
+    ctr_window: int = Field(2000, ge=100, description="Latest impressions the CTR of served recommendations is measured over.")
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="Slack-compatible webhook every alert is also posted to (unset = none; only its host is logged)."
+    )
+
     # --- API ---------------------------------------------------------------------------
     api_max_batch: int = Field(1000, ge=1, le=100_000, description="Most events one POST /api/events takes.")
     api_max_body_bytes: int = Field(
@@ -216,6 +233,13 @@ class Settings(BaseSettings):
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (it signs HS256 tokens)")
+        return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _http_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
         return value
 
     @field_validator("rate_limit")
