@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 from rich.console import Console
 
@@ -180,6 +181,77 @@ def evaluate(
 
     code = run_evaluation(events_file, k=k, as_json=as_json, console=console)
     raise typer.Exit(code)
+
+
+@cli.command()
+def replay(
+    model: Annotated[str, typer.Argument(help="The model to rebuild: recommender.")],
+    start: Annotated[str, typer.Option("--from", help="earliest, a time (epoch seconds or ISO 8601), "
+                                       "or offsets like 0:120,1:0.")] = "earliest",
+    params: Annotated[str | None, typer.Option(help="JSON of parameters (default: the serving version's).")] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the new version (default: r<UTC time>).")] = None,
+    promote: Annotated[bool, typer.Option(help="Serve the new version once built.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Rebuild a model from the Kafka log into a new version; compare it with the serving one.
+
+    Deletions in the log are honoured. The version is saved as a snapshot with the offsets
+    it learned up to and listed by GET /api/models; --promote serves it (the workers catch
+    it up from those offsets first).
+    """
+    import asyncio
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeRemainingColumn,
+    )
+    from rich.table import Table
+
+    from deploy.replay import parse_start, replay_recommender
+
+    if model != "recommender":
+        console.print(f"[red]cannot replay {model!r}:[/red] only the recommender is rebuilt from the log "
+                      "(the strategy selectors' state is written with every batch, the bid model "
+                      "resumes from its snapshots)")
+        raise typer.Exit(2)
+    try:
+        parse_start(start)
+        overrides = orjson.loads(params) if params else None
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    settings = get_settings()
+    _logging(settings)
+    err = Console(stderr=True)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as progress:
+        reading = progress.add_task("reading the log", total=None)
+        learning = progress.add_task("learning", total=None)
+        report = asyncio.run(replay_recommender(
+            settings, start=start, params=overrides, name=name, promote=promote,
+            on_records=lambda n: progress.advance(reading, n),
+            on_events=lambda done, total: progress.update(learning, completed=done, total=total),
+        ))
+    if as_json:
+        sys.stdout.write(orjson.dumps(report).decode() + "\n")
+        return
+    table = Table(title=f"{report['version']}: {report['events']:,} events from {report['from']} "
+                        f"at {report['events_per_s']:,.0f} events/s")
+    for col in ("model", "targets", "HR@10", "NDCG@10"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+
+    def row(label: str, m: dict | None) -> None:
+        if m and m["targets"]:
+            table.add_row(label, f"{m['targets']:,}", f"{m['hr_at_10']:.4f}", f"{m['ndcg_at_10']:.4f}")
+
+    row(f"{report['version']} (replayed)", report["metrics"])
+    if report["serving"]:
+        row(f"{report['serving']['version']} (serving, live)", report["serving"])
+    row("popularity (replayed)", report["baseline"])
+    console.print(table)
+    console.print(f"snapshot: {report['snapshot']}" + ("; promoted" if report["promoted"] else ""))
 
 
 @cli.command()

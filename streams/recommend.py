@@ -170,6 +170,10 @@ class RecommenderService:
         except (orjson.JSONDecodeError, EventDecodeError) as exc:  # written by Eddy: should not happen
             log.error("unreadable catalogue entry skipped: %s", exc)
             return
+        self.learn_item(event)
+
+    def learn_item(self, event: Any) -> None:
+        """Teach every version one item event of the catalogue."""
         for version in self.versions.values():
             learn_event(version.model, event)
         learn_event(self.baseline, event)

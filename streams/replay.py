@@ -49,10 +49,13 @@ def consumer(settings: Settings, **kw: object) -> AIOKafkaConsumer:
 
 
 async def read_ranges(
-    settings: Settings, topic: str, ranges: Mapping[int, tuple[int, int | None]], *, max_records: int = 5000
+    settings: Settings, topic: str, ranges: Mapping[int, tuple[int, int | None]], *, max_records: int = 5000,
+    ends: dict[int, int] | None = None,
 ) -> AsyncIterator[list[KafkaRecord]]:
     """Batches of the records of ``topic`` in ``ranges`` (partition -> [start, stop)), each
-    partition in offset order. ``stop`` None reads to the end of the log as it is now."""
+    partition in offset order. ``stop`` None reads to the end of the log as it is now; the
+    offsets each partition was read up to are left in ``ends``."""
+    ends = {} if ends is None else ends
     if not ranges:
         return
     kafka = consumer(settings)
@@ -60,28 +63,35 @@ async def read_ranges(
     try:
         tps = {p: TopicPartition(topic, p) for p in ranges}
         kafka.assign(list(tps.values()))
-        ends = await kafka.end_offsets(list(tps.values()))
-        stops: dict[int, int] = {}
+        listed = await kafka.end_offsets(list(tps.values()))
+        # Tansu answers ListOffsets with one past the first offset of the last record batch,
+        # short of the real end: an open end is fixed by the first fetch's high watermark.
+        open_end = {p for p, (_, stop) in ranges.items() if stop is None}
         for p, (start, stop) in ranges.items():
-            stops[p] = ends[tps[p]] if stop is None else stop
+            ends[p] = listed[tps[p]] if stop is None else stop
             kafka.seek(tps[p], start)
-        remaining = {p for p, (start, _) in ranges.items() if start < stops[p]}
+        remaining = {p for p, (start, _) in ranges.items() if start < ends[p] or p in open_end}
         for p in set(ranges) - remaining:
             kafka.pause(tps[p])
         empty = 0
         while remaining:
             fetched = await kafka.getmany(*[tps[p] for p in remaining], timeout_ms=500, max_records=max_records)
+            for p in list(open_end):
+                hw = kafka.highwater(tps[p])
+                if hw is not None:
+                    ends[p] = max(ends[p], hw)
+                    open_end.discard(p)
             out: list[KafkaRecord] = []
             for tp, records in fetched.items():
-                stop = stops[tp.partition]
+                first, stop = ranges[tp.partition][0], ends[tp.partition]
                 out.extend(
                     KafkaRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp / 1000.0)
-                    for r in records if ranges[tp.partition][0] <= r.offset < stop
+                    for r in records if first <= r.offset < stop
                 )
             for p in list(remaining):
                 # Past the stop, or at the end of what the log holds (gaps, a shorter log
                 # than the committed offset after a broker lost its data).
-                if await kafka.position(tps[p]) >= stops[p]:
+                if p not in open_end and await kafka.position(tps[p]) >= ends[p]:
                     remaining.discard(p)
                     kafka.pause(tps[p])
             if out:
@@ -91,7 +101,9 @@ async def read_ranges(
                 empty += 1
                 if empty >= EMPTY_FETCHES_TO_STOP:
                     log.warning("log of %s ends before %s; read what there is", topic,
-                                {p: stops[p] for p in remaining})
+                                {p: ends[p] for p in remaining})
+                    for p in remaining:
+                        ends[p] = await kafka.position(tps[p])
                     return
     finally:
         await kafka.stop()

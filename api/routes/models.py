@@ -42,7 +42,8 @@ def _merge_recommender(entries: list[dict[str, Any]], serving: dict[str, Any] | 
                 acc[f] += v[f]
             for f in ("targets", "hits"):
                 acc["window"][f] += v["window"][f]
-    name = (serving or {}).get("version") or (newest or {}).get("serving")
+    learning = {v["version"] for e in live for v in e["versions"]}  # built by a replay only: a candidate
+    name = (newest or {}).get("serving")  # what the workers serve, not what was asked
     previous = (newest or {}).get("previous")
     out = []
     for v in versions.values():
@@ -56,7 +57,7 @@ def _merge_recommender(entries: list[dict[str, Any]], serving: dict[str, Any] | 
             },
             "serving": v["version"] == name,
             "role": "champion" if v["version"] == name else "previous" if v["version"] == previous else
-            "challenger" if v.get("origin") != "replay" or v["targets"] else "candidate",
+            "challenger" if v["version"] in learning else "candidate",
         })
     baseline = {"targets": 0, "hits": 0}
     for entry in live:
@@ -67,7 +68,7 @@ def _merge_recommender(entries: list[dict[str, Any]], serving: dict[str, Any] | 
         "baseline": {"name": "popularity", "targets": baseline["targets"],
                      "hr_at_10": baseline["hits"] / baseline["targets"] if baseline["targets"] else None},
         "policy": (newest or {}).get("policy"),
-        "last_change": serving,
+        "requested": serving,
         "snapshots": [e["snapshot"] for e in live if e.get("snapshot")],
         "workers": len(live),
     }

@@ -238,3 +238,72 @@ def test_registry_lists_versions_and_admin_promotes_and_rolls_back_without_resta
     resp = httpx.post(f"{api}/api/models/recommender/rollback", headers=ADMIN, timeout=15)
     assert resp.json() == {"model": "recommender", "serving": "v1", "action": "rollback", "applied": True}
     assert recommender()["previous"] == "v2"
+
+
+def test_replay_rebuilds_the_recommender_from_the_log_honours_deletions_and_can_be_promoted(
+    one_partition: Stack,
+) -> None:
+    import asyncio
+
+    import httpx
+
+    from deploy.replay import replay_recommender
+    from tests.conftest import post_events
+
+    stack = one_partition
+    stack.extra_env = {"live_eval_share": 1.0}
+    stack.start_worker()
+    api = stack.start_api()
+    items, interactions = make_stream(4000, seed=11)
+    # A user with a handful of events (as most are) asks to be forgotten.
+    from collections import Counter
+
+    forgotten = min(Counter(e["user_id"] for e in interactions[:3000]).items(), key=lambda kv: (kv[1], kv[0]))[0]
+    interactions = interactions[:3000] + [
+        {"type": "user_deleted", "event_id": "bye", "ts": 10_000.0 + 2999 * 2.0 + 1, "user_id": forgotten}
+    ] + [e for e in interactions[3000:] if e["user_id"] != forgotten]  # and does not come back
+    post_events(api, items)
+    stack.wait_applied("items", len(items))
+    for first in range(0, len(interactions), 1000):
+        post_events(api, interactions[first : first + 1000])
+    unique = len({e["event_id"] for e in interactions})
+    stack.wait_applied("interactions", unique, timeout_s=120)
+
+    def live() -> dict:
+        models = httpx.get(f"{api}/api/models").json()["models"]
+        return next(v for v in models[0]["versions"] if v["version"] == "v1")["metrics"]
+
+    until(lambda: live()["targets"] >= 1000, timeout_s=30)
+    settings = stack.settings.model_copy(update={
+        "snapshot_dir": stack.env["EDDY_SNAPSHOT_DIR"], "live_eval_share": 1.0})
+    report = asyncio.run(replay_recommender(settings, start="earliest", name="rebuilt"))
+
+    assert report["interactions"] == len(interactions)
+    assert report["items"] == len(items)
+    # Everything the forgotten user did before the deletion was left out.
+    assert report["skipped_deleted"] == sum(1 for e in interactions[:3000] if e["user_id"] == forgotten)
+    served = live()
+    assert report["serving"]["version"] == "v1"
+    assert report["serving"]["targets"] == served["targets"]
+    # One partition: the replay learns in the live order, so the figures are the live ones
+    # but for the deleted user's targets, which the replay leaves out. (With several
+    # partitions the interleaving differs; the replay benchmark measures by how much.)
+    targets_of_forgotten = served["targets"] - report["metrics"]["targets"]
+    assert 0 <= targets_of_forgotten <= sum(1 for e in interactions if e["user_id"] == forgotten)
+    assert abs(report["metrics"]["hr_at_10"] - served["hr_at_10"]) <= 0.02 * served["hr_at_10"]
+
+    store = SnapshotStore(Path(stack.env["EDDY_SNAPSHOT_DIR"]) / stack.settings.consumer_group)
+    meta, body = store.latest("recommender", version="rebuilt")
+    posts = -(-len(interactions) // 1000)  # one envelope record per POST
+    assert meta.offsets[stack.topic("interactions")] == {"0": posts}
+    rebuilt = pickle.loads(body)["versions"]["rebuilt"].model
+    assert not rebuilt.knows(forgotten)
+
+    # Listed beside the live versions, then served once promoted.
+    versions = {v["version"]: v["role"] for v in httpx.get(f"{api}/api/models").json()["models"][0]["versions"]}
+    assert versions == {"v1": "champion", "rebuilt": "candidate"}
+    asyncio.run(replay_recommender(settings, start="earliest", name="rebuilt2", promote=True))
+    until(lambda: httpx.get(f"{api}/api/models").json()["models"][0]["serving"] == "rebuilt2", timeout_s=30)
+    model = httpx.get(f"{api}/api/models").json()["models"][0]
+    assert model["previous"] == "v1"
+    assert {v["version"]: v["role"] for v in model["versions"]}["rebuilt2"] == "champion"
