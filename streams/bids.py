@@ -8,13 +8,20 @@ features, and the score given at placement is compared with the outcome (progres
 validation, beside the profile's historical win rate). Pending bids live in memory and
 in Redis; a bid without an outcome after ``EDDY_BID_EXPIRY_S`` (event time) expires, so
 memory stays bounded; a later outcome for it, like one for a bid never seen, is
-dead-lettered with the reason. After a restart or a rebalance the worker takes the
-pending bids back from Redis, so outcomes still learn from the features scored with.
+dead-lettered with the reason. After a restart or a rebalance the pending bids come back
+with the model's snapshot and the catch-up from the log (below), so outcomes still learn
+from the features scored with.
 
 Profile history and job statistics are kept by each worker for the bids it owns (a
 sample of every profile's bids when there are several workers, as trending is for the
 recommender) and written to Redis, with the model's weights, so the API can score a draft
 bid with the same code.
+
+Lifecycle, as for the recommender (see ``streams/recommend.py``): everything above —
+model, featurizer, pending bids, metrics — is the model's side of the stream, learned
+under the offset gate and saved in snapshots tied to the offsets; a restarted worker loads
+the newest snapshot and re-reads the log from its offsets, so it neither starts cold nor
+learns an outcome twice, and pending bids come back with it.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ import asyncio
 import heapq
 import logging
 import os
+import pickle
 import socket
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,12 +45,18 @@ from schemas.envelope import partition_of
 from schemas.keys import Keys
 from schemas.settings import Settings
 from schemas.topics import BIDS
+from streams import metrics
+from streams.app import OffsetGate
 from streams.pipeline import Effects, Rejected, with_redis_retry
+from streams.snapshots import SnapshotMeta, SnapshotStore, config_hash
 
 log = logging.getLogger(__name__)
 
 FINISHED_KEPT = 200_000  # resolved or expired bid ids remembered, to say why an outcome is refused
 SNAPSHOT_EVERY_S = 1.0
+MODEL = "bids"
+#: What a snapshot of the bid service holds: the model and everything it learns from.
+STATE = ("featurizer", "model", "scores", "baseline_scores", "pending", "deadlines", "finished", "clock", "expired")
 
 
 class BidService:
@@ -63,35 +78,47 @@ class BidService:
         self.jobs: set[str] = set()
         self.expired = 0
         self.dirty = False  # the model changed since its weights were last published
+        self.learned_since_snapshot = False
         self.member = f"{socket.gethostname()}:{os.getpid()}"
         self.lock = asyncio.Lock()
+        self.gate = OffsetGate()
+        self.restored = False
 
-    # --- restore --------------------------------------------------------------------------
+    # --- snapshots ------------------------------------------------------------------------
 
-    async def load(self, redis: Any, keys: Keys) -> None:
-        """Take the pending bids back from Redis (after a start, a restart or a rebalance)."""
-        ids = await redis.zrange(keys.bids_pending, 0, -1, withscores=True)
-        pending: dict[str, dict[str, Any]] = {}
+    def snapshot(self, topic: str) -> tuple[SnapshotMeta, bytes]:
+        """The learned state and the offsets it stands for (call under :attr:`lock`)."""
+        body = pickle.dumps({name: getattr(self, name) for name in STATE}, protocol=pickle.HIGHEST_PROTOCOL)
+        params = {"optimizer": "AdaGrad", "bid_expiry_s": self.settings.bid_expiry_s}
+        meta = SnapshotMeta(
+            model=MODEL, version="v1", seq=0, created_at=time.time(),
+            offsets={topic: {str(p): o for p, o in self.gate.next.items()}},
+            metrics=self.quality(), params=params, config_hash=config_hash(params), writer=self.member,
+        )
+        self.learned_since_snapshot = False
+        return meta, body
+
+    def restore(self, meta: SnapshotMeta, body: bytes, topic: str) -> None:
+        state = pickle.loads(body)  # noqa: S301 - written by Eddy's own workers into its own folder
+        for name in STATE:
+            setattr(self, name, state[name])
+        self.gate.next = {int(p): o for p, o in meta.offsets.get(topic, {}).items()}
+        log.info("bid model resumed from snapshot %s (%s): %d learned, %d pending, offsets %s", meta.seq,
+                 meta.path, self.model.learned, len(self.pending), meta.offsets.get(topic))
+
+    def keep_partitions(self, owned: set[int]) -> None:
+        """Drop pending bids of partitions another worker now owns (it rebuilds them)."""
         partitions = range(self.settings.partitions)
-        for raw_id, placed in ids:
-            bid_id = raw_id.decode()
-            if self.owned is not None and partition_of(raw_id, partitions) not in self.owned:
-                continue  # another worker's bid
-            fields = await redis.hmget(keys.bid(bid_id), "features", "score", "baseline", "profile_id")
-            if fields[0] is None:
-                continue
-            pending[bid_id] = {
-                "x": orjson.loads(fields[0]), "p": float(fields[1]), "baseline": float(fields[2]),
-                "ts": placed, "profile_id": fields[3].decode(),
-            }
-        self.pending = pending
-        self.deadlines = [(entry["ts"], bid_id) for bid_id, entry in pending.items()]
-        heapq.heapify(self.deadlines)
-        self.stale = False
+        for bid_id in [b for b in self.pending if partition_of(b.encode(), partitions) not in owned]:
+            del self.pending[bid_id]
+        self.gate.keep(owned)
 
     # --- the batch path -------------------------------------------------------------------
 
-    def effect(self, effects: Effects, event: Any, keys: Keys) -> None:
+    def learn(self, effects: Effects, event: Any, keys: Keys, where: str) -> None:
+        """Score a bid or learn from an outcome; Redis gets what it produced when the event
+        is new to it (see :class:`streams.pipeline.Learning`)."""
+        self.learned_since_snapshot = True
         if event.type == "bid":
             self._bid(effects, event, keys)
         else:
@@ -187,7 +214,7 @@ class BidService:
         effects.hset(keys.models, f"bids:{self.member}", orjson.dumps(self.quality()))
         self.dirty = True
 
-    def snapshot(self) -> bytes | None:
+    def snapshot_weights(self) -> bytes | None:
         """The model's weights for draft scoring, when they changed since the last call."""
         if not self.dirty:
             return None
@@ -216,24 +243,54 @@ class BidService:
 def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import cycle)
     service = BidService(ctx.settings)
     bids_topic = BIDS.full_name(ctx.settings)
+    store = SnapshotStore(Path(ctx.settings.snapshot_dir) / ctx.settings.consumer_group, keep=ctx.settings.snapshot_keep)
 
     async def before() -> None:
+        if service.owned is None:
+            return
+        if not service.restored:
+            found = await asyncio.to_thread(store.latest, MODEL, topic=bids_topic, partitions=service.owned)
+            if found is not None:
+                service.restore(*found, bids_topic)
+            service.restored = True
         if service.stale:
-            await with_redis_retry("load pending bids", lambda: service.load(ctx.redis, ctx.keys))
+            service.keep_partitions(service.owned)
+            service.stale = False
 
-    ctx.consume(BIDS, service.effect, name="score_and_learn_bids", finish=service.finish, before=before,
-                lock=service.lock)
+    def nothing(effects: Effects, event: Any, keys: Keys) -> None:
+        """Every effect of a bid event depends on the model: it is all in ``learn``."""
+
+    ctx.consume(BIDS, nothing, name="score_and_learn_bids", finish=service.finish, before=before,
+                lock=service.lock, learn=service.learn, gate=service.gate)
 
     @ctx.app.timer(interval=SNAPSHOT_EVERY_S)
     async def publish_bid_model() -> None:
         # Weights are published at most once a second, not per batch: they are the largest
         # thing the bids agent writes, and draft scoring does not need them fresher.
         async with service.lock:
-            doc = service.snapshot()
+            doc = service.snapshot_weights()
         if doc is not None:
             await with_redis_retry("bid model", lambda: ctx.redis.hset(ctx.keys.bid_models, service.member, doc))
 
+    async def save_snapshot() -> None:
+        async with service.lock:
+            if not service.restored or not service.learned_since_snapshot:
+                return
+            meta, body = service.snapshot(bids_topic)
+        with metrics.SNAPSHOT_SECONDS.labels(MODEL).time():
+            await asyncio.to_thread(store.save, meta, body)
+        metrics.SNAPSHOTS.labels(MODEL).inc()
+
+    if ctx.settings.snapshot_interval_s > 0:
+        @ctx.app.timer(interval=ctx.settings.snapshot_interval_s)
+        async def snapshot_bid_model() -> None:
+            await save_snapshot()
+
+    @ctx.app.on_before_shutdown.connect
+    async def snapshot_bids_on_shutdown(app: Any, **kwargs: Any) -> None:
+        await save_snapshot()
+
     @ctx.app.on_partitions_assigned.connect
-    async def reload_pending(app: Any, assigned: set, **kwargs: Any) -> None:
+    async def take_partitions(app: Any, assigned: set, **kwargs: Any) -> None:
         service.owned = {tp.partition for tp in assigned if tp.topic == bids_topic}
         service.stale = True

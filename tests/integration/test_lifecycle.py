@@ -54,6 +54,39 @@ def make_stream(n: int, seed: int = 7) -> tuple[list[dict], list[dict]]:
     return items, interactions
 
 
+def make_bids(n: int, seed: int = 5) -> list[dict]:
+    """Bids, each followed by its outcome a little later (event time), interleaved."""
+    rng = random.Random(seed)
+    rows: list[tuple[float, dict]] = []
+    for i in range(n):
+        ts = 50_000.0 + i * 10.0
+        skills = rng.sample(["python", "sql", "design", "ml", "writing"], 2)
+        rows.append((ts, {"type": "bid", "event_id": f"b{i}", "ts": ts, "bid_id": f"bid{i}",
+                          "profile_id": f"p{i % 40}", "job_id": f"j{i % 150}", "job_title": f"{skills[0]} job",
+                          "job_budget": 100.0 + i % 7 * 50, "amount": 80.0 + rng.random() * 100,
+                          "bid_text": "I can do this " * rng.randint(1, 5),
+                          "profile": {"skills": skills, "experience": rng.randint(0, 10)}}))
+        won = rng.random() < (0.7 if i % 40 < 10 else 0.2)
+        rows.append((ts + rng.uniform(50, 5000), {"type": "bid_outcome", "event_id": f"o{i}",
+                                                  "bid_id": f"bid{i}", "won": won}))
+    rows.sort(key=lambda r: r[0])
+    out = []
+    for ts, doc in rows:
+        doc["ts"] = ts
+        out.append(doc)
+    return out
+
+
+def bid_reference(stack: Stack, bids: list[dict]):  # noqa: ANN201
+    from streams.bids import BidService
+
+    service = BidService(stack.settings)
+    for offset, raw in enumerate(bids):
+        service.learn(Coalescer(), validate_event(dict(raw)), stack.keys, f"0:{offset}:0")
+        service.expire(Coalescer(), stack.keys)
+    return service
+
+
 def reference(stack: Stack, items: list[dict], interactions: list[dict]) -> RecommenderService:
     """The same service code, trained once, in order, in this process."""
     service = RecommenderService(stack.settings.model_copy(update={"live_eval_share": 1.0}))
@@ -100,6 +133,8 @@ def test_kill_9_five_times_and_the_model_equals_one_trained_once_in_order(one_pa
     stack.produce("interactions", [orjson.dumps(e) for e in interactions],
                   [e["user_id"].encode() for e in interactions])
     unique = len({e["event_id"] for e in interactions})
+    bids = make_bids(KILL_EVENTS // 20)
+    stack.produce("bids", [orjson.dumps(b) for b in bids], [b["bid_id"].encode() for b in bids])
 
     kills = []
     for k in range(1, 6):
@@ -112,6 +147,7 @@ def test_kill_9_five_times_and_the_model_equals_one_trained_once_in_order(one_pa
         kills.append(stack.applied("interactions"))
         stack.start_worker(f"worker{k}")
     stack.wait_applied("interactions", unique, timeout_s=180)
+    stack.wait_applied("bids", len(bids), timeout_s=60)
     # A graceful stop writes a last snapshot; it must hold everything.
     time.sleep(1.0)
     stack.children.stop_one(stack.children.procs[-1][0])
@@ -130,6 +166,30 @@ def test_kill_9_five_times_and_the_model_equals_one_trained_once_in_order(one_pa
     assert score_of(live.versions["v1"].score) == score_of(expected.versions["v1"].score)
     assert score_of(live.baseline_score) == score_of(expected.baseline_score)
     assert live.versions["v1"].model.n_users == expected.versions["v1"].model.n_users
+    # The bid model too: same weights, same predictions, same validation figures.
+    from streams.bids import BidService
+
+    meta, body = store.latest("bids", topic=stack.topic("bids"), partitions={0})
+    assert meta.offsets[stack.topic("bids")] == {"0": len(bids)}
+    live_bids = BidService(stack.settings)
+    live_bids.restore(meta, body, stack.topic("bids"))
+    expected_bids = bid_reference(stack, bids)
+    assert live_bids.model.learned == expected_bids.model.learned == len(bids) // 2
+    # Equal up to the order of float sums: the featurizer iterates sets of skills, whose
+    # order depends on each process's string hash seed (differences seen: ~1e-16).
+    live_w, expected_w = live_bids.model.snapshot()["weights"], expected_bids.model.snapshot()["weights"]
+    assert live_w.keys() == expected_w.keys()
+    assert live_w == pytest.approx(expected_w, rel=1e-9, abs=1e-12)
+    probe_x = [live_bids.featurizer.features(b, b["ts"]) for b in bids[:50:5]
+               if b["type"] == "bid"]
+    assert [live_bids.model.predict_one(x) for x in probe_x] == pytest.approx(
+        [expected_bids.model.predict_one(x) for x in probe_x], rel=1e-9, abs=1e-12)
+    got, want = live_bids.scores.report(), expected_bids.scores.report()
+    assert got["outcomes"] == want["outcomes"] == len(bids) // 2
+    for span in ("cumulative", "rolling"):
+        assert got[span]["confusion"] == want[span]["confusion"]
+        assert got[span]["log_loss"] == pytest.approx(want[span]["log_loss"], rel=1e-9)
+        assert got[span]["roc_auc"] == pytest.approx(want[span]["roc_auc"], rel=1e-9)
     # Redis counters are deduplicated by event id: exactly one count per event.
     counts = sum(
         sum(int(v) for k, v in stack.redis.hgetall(stack.keys.user_counts(u)).items()
