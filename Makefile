@@ -34,6 +34,7 @@ bench: install
 	$(PY) -m tests.benchmarks.recs_bench --append docs/benchmarks.md
 	$(PY) -m tests.benchmarks.scraping_bench --append docs/benchmarks.md
 	$(PY) -m tests.benchmarks.bids_bench --append docs/benchmarks.md
+	$(PY) -m tests.benchmarks.replay_bench --append docs/benchmarks.md
 
 ## Regenerate the committed JSON Schema of the events.
 schemas: install

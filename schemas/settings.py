@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     drift_delta: float = Field(
         0.002, gt=0, lt=1, description="ADWIN's significance on models' online error and inputs (smaller = fewer, later alarms)."
     )
+    retrain_window_s: float = Field(
+        7 * 86400.0, gt=0,
+        description="How far back (record time) the log is re-read when drift retrains a challenger.",
+    )
     ctr_floor: float = Field(
         0.0, ge=0, lt=1, description="Alert (and react) when the CTR of served recommendations falls below this (0 = off)."
     )

@@ -22,10 +22,10 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
-from schemas.events import encode_event
+from schemas.events import AlertEvent, encode_event
 from schemas.keys import Keys
 from schemas.settings import Settings
-from schemas.topics import DEAD_LETTERS, TopicSpec
+from schemas.topics import ALERTS, DEAD_LETTERS, TopicSpec
 from streams import metrics
 from streams.pipeline import (
     DeadLetter,
@@ -85,6 +85,7 @@ class WorkerContext:
     redis: Any
     dead_letters_topic: faust.TopicT
     topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    notifier: Any = None  # streams.alerting.WebhookNotifier, when a webhook is configured
 
     def topic(self, spec: TopicSpec) -> faust.TopicT:
         name = spec.full_name(self.settings)
@@ -108,6 +109,11 @@ class WorkerContext:
         futures = [await self.topic(spec).send(key=key, value=value) for spec, key, value in outbox]
         for fut in futures:
             await fut
+        if self.notifier is not None:
+            # After Kafka's ack: the webhook repeats what the alerts topic holds.
+            for spec, _, value in outbox:
+                if spec.name == ALERTS.name:
+                    self.notifier.notify(AlertEvent.model_validate_json(value))
 
     async def dead_letter(self, letters: list[DeadLetter]) -> None:
         """Send dead letters and wait for the broker's ack before the batch is acked."""
@@ -287,6 +293,19 @@ def create_app(settings: Settings) -> faust.App:
         dead_letters_topic=None,  # type: ignore[arg-type]
     )
     ctx.dead_letters_topic = ctx.topic(DEAD_LETTERS)
+    from streams.alerting import notifier_from
+
+    ctx.notifier = notifier_from(settings)
+    if ctx.notifier is not None:
+        notifier = ctx.notifier
+
+        @app.task
+        async def deliver_alerts() -> None:
+            await notifier.start()
+
+        @app.on_before_shutdown.connect
+        async def drain_alerts(app: faust.App, **kwargs: Any) -> None:
+            await notifier.stop()
     for module in (items, interactions, recommend, scraping, bids):
         module.register(ctx)
 

@@ -41,11 +41,14 @@ from typing import Any
 import orjson
 
 from online_models.bids import BidFeaturizer, BidScores, WinModel
+from online_models.drift import reaction_for
 from schemas.envelope import partition_of
+from schemas.events import encode_event
 from schemas.keys import Keys
 from schemas.settings import Settings
-from schemas.topics import BIDS
+from schemas.topics import ALERTS, BIDS
 from streams import metrics
+from streams.alerting import alert_event, model_health_from
 from streams.app import OffsetGate
 from streams.pipeline import Effects, Rejected, with_redis_retry
 from streams.snapshots import SnapshotMeta, SnapshotStore, config_hash
@@ -56,7 +59,11 @@ FINISHED_KEPT = 200_000  # resolved or expired bid ids remembered, to say why an
 SNAPSHOT_EVERY_S = 1.0
 MODEL = "bids"
 #: What a snapshot of the bid service holds: the model and everything it learns from.
-STATE = ("featurizer", "model", "scores", "baseline_scores", "pending", "deadlines", "finished", "clock", "expired")
+STATE = ("featurizer", "model", "scores", "baseline_scores", "pending", "deadlines", "finished", "clock", "expired",
+         "health")
+#: Inputs whose drift is watched (the rest are word and skill indicators).
+WATCHED = ("log_amount", "amount_vs_budget", "amount_vs_other_bids", "other_bids", "skill_coverage",
+           "profile_win_rate", "profile_bids_30d")
 
 
 class BidService:
@@ -83,6 +90,10 @@ class BidService:
         self.lock = asyncio.Lock()
         self.gate = OffsetGate()
         self.restored = False
+        # Drift on the online error |won - p| and on the main inputs; a finding alerts (and
+        # with EDDY_DRIFT_REACTION=reset starts the model afresh).
+        self.health = model_health_from(settings, MODEL, features=list(WATCHED))
+        self.outbox: list[tuple[Any, bytes | None, bytes]] = []
 
     # --- snapshots ------------------------------------------------------------------------
 
@@ -164,12 +175,24 @@ class BidService:
         self.scores.update(event.won, entry["p"])
         self.baseline_scores.update(event.won, entry["baseline"])
         self.featurizer.learn_outcome(entry["profile_id"], event.won, ts)
+        for finding in [self.health.observe_error(abs(float(event.won) - entry["p"]), ts),
+                        *self.health.observe_features(entry["x"], ts)]:
+            if finding is not None:
+                self.on_finding(finding)
         self.profiles.add(entry["profile_id"])
         self.clock = max(self.clock, ts)
         key = keys.bid(event.bid_id)
         effects.hset(key, mapping={"won": int(event.won), "outcome_at": ts, "delay_s": ts - entry["ts"]})
         effects.expire(key, self.settings.bid_retention_s)
         effects.zrem(keys.bids_pending, event.bid_id)
+
+    def on_finding(self, finding: Any) -> None:
+        log.warning("bid model health: %s", finding.detail)
+        self.outbox.append((ALERTS, MODEL.encode(), encode_event(alert_event(finding))))
+        if reaction_for(finding, self.settings.drift_reaction) == "reset":
+            log.warning("bid model reset after drift (EDDY_DRIFT_REACTION=reset)")
+            self.model = WinModel()
+        # "challenger": the bid model has no challengers; the alert is the reaction.
 
     def _finish(self, bid_id: str, what: str, ts: float) -> None:
         self.finished[bid_id] = (what, ts)
@@ -235,6 +258,7 @@ class BidService:
             "baseline": "profile's smoothed historical win rate",
             "baseline_scores": self.baseline_scores.report(),
             "top_weights": self.model.top_weights(15),
+            "health": self.health.summary(),
             "event_time": self.clock,
             "updated_at": time.time(),
         }
@@ -260,8 +284,13 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
     def nothing(effects: Effects, event: Any, keys: Keys) -> None:
         """Every effect of a bid event depends on the model: it is all in ``learn``."""
 
+    async def emit() -> None:
+        if service.outbox:
+            outbox, service.outbox = service.outbox, []
+            await ctx.send_all(outbox)
+
     ctx.consume(BIDS, nothing, name="score_and_learn_bids", finish=service.finish, before=before,
-                lock=service.lock, learn=service.learn, gate=service.gate)
+                lock=service.lock, learn=service.learn, gate=service.gate, emit=emit)
 
     @ctx.app.timer(interval=SNAPSHOT_EVERY_S)
     async def publish_bid_model() -> None:

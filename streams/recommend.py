@@ -48,6 +48,7 @@ from typing import Any
 import orjson
 
 from online_models.base import is_positive, signal_of
+from online_models.drift import RARE_HITS, Finding, reaction_for
 from online_models.evaluation import Score
 from online_models.feed import learn_event
 from online_models.hybrid import HybridRecommender
@@ -59,6 +60,7 @@ from schemas.keys import Keys
 from schemas.settings import Settings
 from schemas.topics import ALERTS, INTERACTIONS, TopicSpec
 from streams import metrics
+from streams.alerting import alert_event, model_health_from
 from streams.app import OffsetGate
 from streams.coalesce import APPLY_SCRIPT, encode_commands
 from streams.interactions import apply_user_event
@@ -148,6 +150,11 @@ class RecommenderService:
         self.serving_request: dict[str, Any] | None = None  # to write to the serving hash
         self.applied_request_at = 0.0  # the newest serving request followed
         self.last_snapshot: dict[str, Any] | None = None
+        # Drift on the serving version's online error (1 - hit) and on its targets' inputs,
+        # and the CTR of served lists; a finding alerts and triggers the configured reaction.
+        self.health = model_health_from(settings, MODEL, **RARE_HITS)
+        self.ctr_batch = [0, 0]  # impressions, clicks of served lists since the last check
+        self.grow: list[tuple[str, str]] = []  # (reaction, detail): versions to build
 
     def _version(self, name: str, overrides: dict[str, float]) -> Version:
         params = {k: (int(v) if k in INT_PARAMS else float(v)) for k, v in overrides.items()}
@@ -242,8 +249,10 @@ class RecommenderService:
             cell = self.ctr.setdefault(event.position, [0, 0])
             if event.action == "impression":
                 cell[0] += 1
+                self.ctr_batch[0] += 1
             elif event.action == "click":
                 cell[1] += 1
+                self.ctr_batch[1] += 1
         if not is_positive(event.action, event.value):
             return
         if not in_sample(event.event_id, self.settings.live_eval_share):
@@ -258,6 +267,13 @@ class RecommenderService:
             version.window.add(int(event.item_id in ranked))
         ranked = [s.item_id for s in self.baseline.rank(event.user_id, 10, now, exclude=consumed)]
         self.baseline_score.add(ranked, event.item_id)
+        hit = self.versions[self.serving].window.outcomes[-1]
+        findings = [self.health.observe_error(1.0 - hit, now)]
+        age_h = (now - self.model._item_ts.get(event.item_id, now)) / 3600.0
+        findings += self.health.observe_features({"item_age_h": age_h, "history": float(len(consumed))}, now)
+        for finding in findings:
+            if finding is not None:
+                self.on_finding(finding)
         self.since_change += 1
         self.targets_seen += 1
         if len(self.versions) > 1:
@@ -266,6 +282,37 @@ class RecommenderService:
                               promoted_at=self.promoted_at)
             if decision is not None:
                 self.switch(decision, by="policy")
+
+    # --- health -------------------------------------------------------------------------
+
+    def on_finding(self, finding: Finding) -> None:
+        """Alert, and react as configured: ``reset`` adds a fresh challenger learning from
+        here, ``challenger`` one retrained from the recent log; the policy decides whether
+        either replaces the champion."""
+        alert = alert_event(finding)
+        log.warning("recommender health: %s", finding.detail)
+        self.outbox.append((ALERTS, MODEL.encode(), encode_event(alert)))
+        reaction = reaction_for(finding, self.settings.drift_reaction)
+        if reaction != "alert":
+            self.grow.append((reaction, finding.detail))
+
+    def check_ctr(self) -> None:
+        impressions, clicks = self.ctr_batch
+        if impressions or clicks:
+            self.ctr_batch = [0, 0]
+            finding = self.health.observe_ctr(impressions, clicks, self.clock)
+            if finding is not None:
+                self.on_finding(finding)
+
+    def fresh_version(self, reaction: str) -> Version:
+        """A new challenger with the champion's parameters (its catalogue and, for a
+        retrain, its recent log are taught by the caller)."""
+        n = 1 + max((int(n[2:]) for n in self.versions if n.startswith("rt") and n[2:].isdigit()), default=0)
+        for old in [n for n in self.versions if n.startswith("rt") and n not in (self.serving, self.previous)]:
+            del self.versions[old]  # one drift challenger at a time
+        version = Version(f"rt{n}", HybridRecommender(**self.model.params()), Window(self.settings.promotion_window),
+                          origin=reaction)
+        return version
 
     # --- which version serves -----------------------------------------------------------
 
@@ -333,6 +380,7 @@ class RecommenderService:
 
     def finish(self, effects: Effects, fresh: Sequence[Any], keys: Keys) -> None:
         """After a batch: one fresh list per touched user, and the live quality figures."""
+        self.check_ctr()
         for user_id in self.touched:
             effects.set(keys.recs(user_id), orjson.dumps(self.recommendations(user_id)))
         self.touched.clear()
@@ -394,6 +442,7 @@ class RecommenderService:
                          "ndcg_sum": self.baseline_score.ndcg_sum},
             "offsets": {str(p): o for p, o in sorted(self.gate.next.items())},
             "snapshot": self.last_snapshot,
+            "health": self.health.summary(),
             "event_time": self.clock,
             "updated_at": time.time(),
         }
@@ -407,7 +456,7 @@ class RecommenderService:
             "promoted_at": self.promoted_at, "since_change": self.since_change, "targets_seen": self.targets_seen,
             "baseline": self.baseline, "baseline_score": self.baseline_score, "display": self.display,
             "ctr": self.ctr, "clock": self.clock, "catalogue_id": self.catalogue_id,
-            "active": list(self.active),
+            "active": list(self.active), "health": self.health,
         }
         body = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         meta = SnapshotMeta(
@@ -439,6 +488,7 @@ class RecommenderService:
         self.display, self.ctr, self.clock = state["display"], state["ctr"], state["clock"]
         self.catalogue_id = state["catalogue_id"]
         self.active = OrderedDict((u, None) for u in state["active"])
+        self.health = state.get("health", self.health)
         self.gate.next = {int(p): o for p, o in meta.offsets.get(topic, {}).items()}
         for name in configured:  # those new here learn from the snapshot's offsets on
             if not self.versions[name].since and name not in state["versions"]:
@@ -589,6 +639,42 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
             await emit()
             doc = orjson.dumps(service.registry())
         await with_redis_retry("registry", lambda: ctx.redis.hset(ctx.keys.registry, f"{MODEL}:{service.member}", doc))
+
+    @ctx.app.task
+    async def react_to_drift() -> None:
+        # Builds the challenger a drift reaction asked for: the whole catalogue, and for a
+        # retrain the last EDDY_RETRAIN_WINDOW_S of the log, then it learns with the others.
+        from streams.replay import offsets_at
+
+        while True:
+            await asyncio.sleep(1.0)
+            if not service.grow:
+                continue
+            async with service.lock:
+                reaction, detail = service.grow.pop(0)
+                service.grow.clear()  # one rebuild answers every finding queued meanwhile
+                version = service.fresh_version(reaction)
+                entries = await ctx.redis.xrange(ctx.keys.catalogue, min="-", max=service.catalogue_id) \
+                    if service.catalogue_id != "0-0" else []
+                for _, fields in entries:
+                    learn_event(version.model, validate_event(orjson.loads(fields[b"item"])))
+                owned = sorted(service.owned or ())
+                if reaction == "challenger" and owned:
+                    begin = await offsets_at(ctx.settings, topic, owned, service.clock - ctx.settings.retrain_window_s)
+                    ranges = {p: (begin[p], service.gate.gate(p)) for p in owned if begin[p] < service.gate.gate(p)}
+
+                    def learn_into(effects: Effects, event: Any, keys: Keys, where: str, v: Version = version) -> None:
+                        learn_event(v.model, event)
+
+                    async for chunk in read_ranges(ctx.settings, topic, ranges):
+                        decoded = decode_batch(chunk, allowed_types=frozenset(INTERACTIONS.types),
+                                               max_bytes=ctx.settings.max_event_bytes)
+                        await learn_batch(ctx.redis, ctx.keys, [e for e, _ in decoded.events],
+                                          wheres_of(decoded.events), Learning(learn_into, lambda p: 0),
+                                          dedupe_ttl_s=ctx.settings.dedupe_ttl_s)
+                version.since = dict(service.gate.next)
+                service.versions[version.name] = version
+                log.warning("drift reaction %s: challenger %s added (%s)", reaction, version.name, detail)
 
     @ctx.app.task
     async def follow_catalogue() -> None:

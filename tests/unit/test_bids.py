@@ -71,23 +71,23 @@ def service(**overrides: object) -> BidService:
 def test_outcomes_learn_the_stored_features_and_unknown_or_expired_ones_are_rejected() -> None:
     svc = service(bid_expiry_s=3 * DAY)
     fx = Coalescer()
-    svc.effect(fx, validate_event({**BID, "ts": 0.0}), K)
+    svc.learn(fx, validate_event({**BID, "ts": 0.0}), K, "0:0:0")
     stored = svc.pending["b1"]["x"]
     # The profile's history moves on before the outcome: the model must still learn from
     # the features the bid was scored with, not from features computed now.
-    svc.effect(fx, validate_event({**BID, "bid_id": "b2", "ts": DAY}), K)
+    svc.learn(fx, validate_event({**BID, "bid_id": "b2", "ts": DAY}), K, "0:0:0")
     learned = []
     svc.model.learn_one = lambda x, won: learned.append((x, won))  # type: ignore[method-assign]
-    svc.effect(fx, validate_event({"type": "bid_outcome", "bid_id": "b1", "won": True, "ts": 2 * DAY}), K)
+    svc.learn(fx, validate_event({"type": "bid_outcome", "bid_id": "b1", "won": True, "ts": 2 * DAY}), K, "0:0:0")
     assert learned == [(stored, True)]
     with pytest.raises(Rejected, match="bid 'b1' already has an outcome"):
-        svc.effect(fx, validate_event({"type": "bid_outcome", "bid_id": "b1", "won": False, "ts": 2 * DAY}), K)
+        svc.learn(fx, validate_event({"type": "bid_outcome", "bid_id": "b1", "won": False, "ts": 2 * DAY}), K, "0:0:0")
     with pytest.raises(Rejected, match="outcome for unknown bid 'nope'"):
-        svc.effect(fx, validate_event({"type": "bid_outcome", "bid_id": "nope", "won": False, "ts": 2 * DAY}), K)
-    svc.effect(fx, validate_event({**BID, "bid_id": "b3", "ts": 5 * DAY}), K)
+        svc.learn(fx, validate_event({"type": "bid_outcome", "bid_id": "nope", "won": False, "ts": 2 * DAY}), K, "0:0:0")
+    svc.learn(fx, validate_event({**BID, "bid_id": "b3", "ts": 5 * DAY}), K, "0:0:0")
     assert svc.expire(fx, K) == 1 and list(svc.pending) == ["b3"]
     with pytest.raises(Rejected, match=r"outcome for bid 'b2' that expired at 345600: no outcome within 259200 s"):
-        svc.effect(fx, validate_event({"type": "bid_outcome", "bid_id": "b2", "won": True, "ts": 6 * DAY}), K)
+        svc.learn(fx, validate_event({"type": "bid_outcome", "bid_id": "b2", "won": True, "ts": 6 * DAY}), K, "0:0:0")
     commands = fx.commands()
     assert ("ZREM", "t:bids:pending", "b1") in commands or ("ZREM", "t:bids:pending", "b1", "b2") in commands
     assert ("EXPIRE", "t:bid:b2", Settings().bid_retention_s) in commands
@@ -97,7 +97,7 @@ def test_pending_bids_are_bounded_by_the_expiry() -> None:
     svc = service(bid_expiry_s=DAY)
     fx = Coalescer()
     for i in range(3000):  # one bid a minute for two days, no outcomes at all
-        svc.effect(fx, validate_event({**BID, "bid_id": f"b{i}", "ts": 60.0 * i}), K)
+        svc.learn(fx, validate_event({**BID, "bid_id": f"b{i}", "ts": 60.0 * i}), K, "0:0:0")
         svc.expire(fx, K)
     # What is left is exactly the last day: 1,440 minutes and the bid at the cutoff.
     assert len(svc.pending) == 24 * 60 + 1 and svc.expired == 3000 - 24 * 60 - 1
@@ -124,7 +124,7 @@ def test_on_the_simulator_the_model_nears_the_ground_truth_and_beats_the_baselin
     for doc in sim.events():
         if doc["type"] == "bid":
             true_p[doc["bid_id"]] = sim.true_win_probability(doc)
-        svc.effect(fx, validate_event(doc), K)
+        svc.learn(fx, validate_event(doc), K, "0:0:0")
         if doc["type"] == "bid_outcome":
             truth.update(doc["won"], true_p.pop(doc["bid_id"]))
             if svc.scores.n == 20_000:
@@ -143,6 +143,6 @@ def test_an_old_bid_arriving_after_newer_ones_still_expires() -> None:
     # Partitions interleave: arrival order is not placement order.
     svc = service(bid_expiry_s=3600)
     fx = Coalescer()
-    svc.effect(fx, validate_event({**BID, "bid_id": "new", "ts": 10_000.0}), K)
-    svc.effect(fx, validate_event({**BID, "bid_id": "old", "ts": 1_000.0}), K)
+    svc.learn(fx, validate_event({**BID, "bid_id": "new", "ts": 10_000.0}), K, "0:0:0")
+    svc.learn(fx, validate_event({**BID, "bid_id": "old", "ts": 1_000.0}), K, "0:0:0")
     assert svc.expire(fx, K) == 1 and list(svc.pending) == ["new"]
