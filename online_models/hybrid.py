@@ -265,7 +265,7 @@ class HybridRecommender(Recommender):
         return len(self._users)
 
     def _servable(self, item_id: str, now: float) -> bool:
-        return item_id in self._items and self.trend.servable(item_id, now)
+        return item_id in self._items and self._item_ts[item_id] <= now and self.trend.servable(item_id, now)
 
     def rank(self, user_id: str, k: int, now: float, exclude: Iterable[str] = ()) -> list[Scored]:
         user = self._users.get(user_id)
@@ -292,7 +292,10 @@ class HybridRecommender(Recommender):
             for f, _ in heapq.nlargest(8, taste.items(), key=lambda kv: kv[1]):
                 pool.update(self._index.get(f, ()))
         pool.update(i for i, _ in self.trend.top(max(50, 2 * k), now, excluded))
-        candidates = [i for i in pool if i not in excluded and i in items and servable(i, now)]
+        # An item exists from its event time on: a replay that knows the whole catalogue
+        # must not serve items before they were published.
+        born = self._item_ts
+        candidates = [i for i in pool if i not in excluded and i in items and born[i] <= now and servable(i, now)]
         if not candidates:
             return []
         content = {}

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         5_000, ge=0, description="How many recently active users get refreshed lists when items arrive."
     )
     live_eval_share: float = Field(
-        0.2, gt=0, le=1,
+        0.02, gt=0, le=1,
         description="Share of positive interactions scored test-then-train for the live quality figures (a stable sample).",
     )
     popular_k: int = Field(100, ge=1, le=10_000, description="Length of the cold-start popular list.")

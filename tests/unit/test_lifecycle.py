@@ -20,7 +20,7 @@ CATEGORIES = ("painting", "music", "film", "jobs")
 KEYS = Keys("t:")
 
 
-def shifting_stream(seed: int = 1, n: int = 12_000) -> tuple[list[dict], list[dict]]:
+def shifting_stream(seed: int = 1, n: int = 12_000, shift: bool = True) -> tuple[list[dict], list[dict]]:
     """Everyone likes one category, then, halfway, another: a taste shift."""
     rng = random.Random(seed)
     items = [{"type": "item", "event_id": f"i{j}", "ts": float(j), "item_id": f"it{j}",
@@ -29,6 +29,7 @@ def shifting_stream(seed: int = 1, n: int = 12_000) -> tuple[list[dict], list[di
     by_cat = {c: [i["item_id"] for i in items if i["category"] == c] for c in CATEGORIES}
     before = {f"u{u}": CATEGORIES[rng.randrange(4)] for u in range(150)}
     after = {u: CATEGORIES[(CATEGORIES.index(c) + 1 + rng.randrange(3)) % 4] for u, c in before.items()}
+    after = after if shift else before
     events = []
     for i in range(n):
         user = f"u{rng.randrange(150)}"
@@ -147,3 +148,40 @@ def test_a_damaged_snapshot_is_skipped_for_the_previous_one(tmp_path) -> None:  
 def test_challenger_settings_refuse_unknown_parameters() -> None:
     with pytest.raises(ValueError, match="unknown recommender parameters"):
         Settings(recs_challengers=[{"half_lfe_s": 3600}])
+
+
+def test_ctr_below_the_floor_alerts_once_and_resets_into_a_fresh_challenger() -> None:
+    settings = Settings(live_eval_share=1.0, ctr_floor=0.05, ctr_window=500, drift_reaction="reset")
+    service = run(settings, *shifting_stream(n=200))
+    service.outbox.clear()
+    for i in range(2000):  # served lists are shown and almost never clicked
+        action = "click" if i % 100 == 0 else "impression"
+        event = validate_event({"type": "interaction", "event_id": f"x{i}", "ts": 1e6 + i, "user_id": f"u{i % 150}",
+                                "item_id": f"it{i % 200}", "action": action, "rec_id": f"r{i}", "position": i % 10})
+        service.learn(Coalescer(), event, KEYS, f"0:{10_000 + i}:0")
+        if i % 100 == 99:
+            service.finish(Coalescer(), [], KEYS)  # one batch
+    alerts = [orjson.loads(v) for _, _, v in service.outbox]
+    ctr = [a for a in alerts if a["kind"].startswith("ctr")]
+    assert [(a["kind"], a["severity"], a["subject"]) for a in ctr] == [("ctr_low", "critical", "recommender")]
+    assert ctr[0]["detail"] == ("CTR of recommender's recommendations fell to 1.01% over the last 594 "
+                                "impressions, below the floor of 5.00%")
+    assert [reaction for reaction, _ in service.grow] == ["reset"]
+    version = service.fresh_version("reset")
+    assert version.name == "rt1" and version.model.params() == service.model.params()
+
+
+def test_hits_collapsing_is_found_as_error_drift() -> None:
+    settings = Settings(live_eval_share=1.0)
+    items, events = shifting_stream(n=8_000, shift=False)
+    # Then users click at random among 2,000 new items nobody can predict.
+    rng = random.Random(3)
+    items += [{"type": "item", "event_id": f"n{j}", "ts": 500.0, "item_id": f"new{j}", "title": f"odd {j}",
+               "category": "odd"} for j in range(2000)]
+    events += [{"type": "interaction", "event_id": f"z{i}", "ts": 1e6 + i, "user_id": f"u{rng.randrange(150)}",
+                "item_id": f"new{rng.randrange(2000)}", "action": "click"} for i in range(6000)]
+    service = run(settings, items, events)  # one version: no promotion can hide the shift
+    kinds = [orjson.loads(v)["kind"] for _, _, v in service.outbox]
+    assert "error_drift" in kinds
+    drift = next(orjson.loads(v) for _, _, v in service.outbox if orjson.loads(v)["kind"] == "error_drift")
+    assert drift["subject"] == "recommender" and "online error of recommender rose" in drift["detail"]
