@@ -1,0 +1,234 @@
+"""The web app in a real headless Chromium (Debian's package, driven by Playwright) against
+the real stack: liking one category through the feed shifts the list, forget me empties
+the profile, the dashboard draws live figures, both pages fit a phone, and no page logs a
+console error. A screenshot of each page goes to build/screenshots/.
+
+Also the dashboard's JSON endpoint and the pages' security headers, over plain HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from api.routes.ui import CSP
+from tests.conftest import Stack, post_events, until
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+T0 = 1_767_225_600.0
+CATEGORIES = ("painting", "music", "film", "games")
+
+
+@pytest.fixture
+def api(stack: Stack) -> str:
+    stack.start_worker()
+    return stack.start_api()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed: `make install` installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Page:
+    """A browser tab that records every console error and uncaught exception."""
+
+    def __init__(self, browser: object, width: int, height: int) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": height})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, msg: object) -> None:
+        if msg.type != "error":
+            return
+        # The model registry (GET /api/models) comes with issue 6: until it is merged the
+        # dashboard gets a 404 there, shows "registry unavailable", and Chromium logs the
+        # 404. That one line is expected; any other error fails the test.
+        if "status of 404" in msg.text and msg.location.get("url", "").endswith("/api/models"):
+            return
+        self.errors.append(f"console: {msg.text} at {msg.location}")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def catalogue() -> list[dict]:
+    return [
+        {"type": "item", "item_id": f"{c}-{i}", "title": f"{c.title()} open call {i}", "category": c,
+         "tags": [c[:3]], "source": f"site{i % 3}.org", "ts": T0}
+        for c in CATEGORIES for i in range(8)
+    ]
+
+
+def crowd() -> list[dict]:
+    """Others make music, film and games popular; two fans of one painting make it barely
+    popular, so a newcomer's list has little painting in it."""
+    likes = [(f"crowd{n}", c, i) for c in ("music", "film", "games") for i in range(3) for n in range(6)]
+    likes += [("fan0", "painting", 0), ("fan1", "painting", 0), ("fan2", "painting", 1)]
+    return [
+        {"type": "interaction", "user_id": user, "item_id": f"{c}-{i}", "action": "like", "ts": T0 + 10 + k}
+        for k, (user, c, i) in enumerate(likes)
+    ]
+
+
+def painting_share(page: object) -> tuple[int, int]:
+    cats = page.eval_on_selector_all("#recs li.item", "els => els.map(e => e.dataset.category)")
+    return cats.count("painting"), len(cats)
+
+
+def test_liking_one_category_in_the_feed_shifts_the_list_and_forget_me_clears_it(
+    api: str, stack: Stack, browser: object
+) -> None:
+    post_events(api, catalogue())
+    until(lambda: httpx.get(f"{api}/api/items/painting-7").status_code == 200)
+    post_events(api, crowd())
+    until(lambda: len(httpx.get(f"{api}/api/popular", params={"k": 20}).json()["items"]) == 11)
+
+    tab = Page(browser, 1280, 1000)
+    page = tab.page
+    page.set_default_timeout(10_000)
+    page.goto(f"{api}/?user=zoe")
+    page.wait_for_selector("#recs li.item")
+    assert "cold start" in page.text_content("#status")
+    before, shown = painting_share(page)
+    assert shown == 10 and before <= 2, page.inner_text("#recs")
+
+    for _ in range(3):  # like painting items as the user sees them, one by one
+        item = page.locator('#recs li.item[data-category="painting"]').first
+        item_id = item.get_attribute("data-item-id")
+        item.locator('button[data-action="like"]').click()
+        page.wait_for_function(
+            "id => document.querySelector('#status').textContent.includes('list updated')"
+            " && !document.querySelector(`li[data-item-id='${id}']`)", arg=item_id, timeout=10_000)
+    after, shown = painting_share(page)
+    assert shown == 10 and after >= 4 and after > before, page.inner_text("#recs")
+    reasons = page.eval_on_selector_all('#recs li.item[data-category="painting"] .reason', "els => els.map(e => e.textContent)")
+    assert all(r for r in reasons)
+    # Through the real API and worker: the likes went to Kafka with the list's rec_id.
+    counts = httpx.get(f"{api}/api/users/zoe/counts").json()["counts"]
+    assert counts["like"] == 3 and counts["impression"] >= 10
+    page.wait_for_function("() => document.querySelector('#profile').textContent.includes('painting')")
+    assert page.inner_text("#profile .bars li:first-child .bar-label") == "painting"
+    page.locator("select[data-action=rate]").first.select_option("5")
+    page.wait_for_function("() => document.querySelector('#rating-style')?.textContent.includes('generous')")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "feed.png", full_page=True)
+
+    page.click("#forget")
+    page.click("#forget-confirm")
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('forgotten')", timeout=10_000)
+    assert page.inner_text("#profile") == "No interactions yet."
+    assert httpx.get(f"{api}/api/users/zoe/profile").status_code == 404
+    tab.close()
+    assert tab.errors == []
+
+
+def test_dashboard_draws_live_figures_and_both_pages_fit_a_phone(api: str, stack: Stack, browser: object) -> None:
+    post_events(api, catalogue())
+    stack.produce("alerts", [orjson.dumps({
+        "type": "alert", "event_id": "shop.example:no_working_strategy:9", "ts": time.time(), "kind": "no_working_strategy",
+        "subject": "shop.example", "detail": "every strategy of shop.example is failing", "severity": "critical",
+    })], keys=[b"shop.example"])
+    tab = Page(browser, 1280, 1000)
+    page = tab.page
+    page.goto(f"{api}/dashboard")
+    # Traffic while the page watches: interactions, a domain whose strategy breaks, bids with outcomes.
+    now = time.time()
+    for second in range(4):
+        batch = [{"type": "interaction", "user_id": f"u{n % 7}", "item_id": f"{CATEGORIES[n % 4]}-{n % 8}",
+                  "action": "like" if n % 3 else "click", "ts": now + second} for n in range(40)]
+        batch += [{"type": "scrape_attempt", "domain": "shop.example", "strategy": "html" if second < 2 else "rss",
+                   "success": second < 2 or n % 2 == 0, "latency_ms": 120.0, "ts": now + second + n / 10,
+                   "error_type": None if second < 2 or n % 2 == 0 else "timeout"} for n in range(8)]
+        batch += [{"type": "bid", "bid_id": f"b{second}-{n}", "profile_id": f"p{n % 3}", "job_id": f"j{n}",
+                   "job_title": "Data pipeline", "amount": 100 + n, "ts": now} for n in range(6)]
+        batch += [{"type": "bid_outcome", "bid_id": f"b{second}-{n}", "won": n % 2 == 0, "ts": now + 1} for n in range(6)]
+        post_events(api, batch)
+        page.wait_for_timeout(1000)
+    page.wait_for_function("() => document.querySelector('#rate-figures').textContent.includes('events/s')")
+    page.wait_for_selector("#alerts li[data-kind=no_working_strategy]")
+    page.wait_for_selector("#registry-unavailable, #models table[data-model]")
+    page.wait_for_function("() => document.querySelectorAll('#strategy-table tr').length >= 2")
+    assert page.locator("#rate-chart svg polyline").count() >= 1
+    assert page.inner_text("#workers").count(":") >= 1
+    page.screenshot(path=SCREENSHOTS / "dashboard.png", full_page=True)
+    tab.close()
+    assert tab.errors == []
+
+    for path, name, ready in (("/?user=u1", "feed-phone", "#recs li.item"),
+                              ("/dashboard", "dashboard-phone", "#rate-chart svg")):
+        phone = Page(browser, 390, 844)
+        phone.page.goto(api + path)
+        phone.page.wait_for_selector(ready)
+        phone.page.wait_for_timeout(1200)  # a second poll, so the charts have their lines
+        overflow = phone.page.evaluate("document.documentElement.scrollWidth")
+        assert overflow <= 390, f"{name} is {overflow}px wide on a 390px screen"
+        phone.page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+        phone.close()
+        assert phone.errors == []
+
+
+def test_dashboard_endpoint_reports_counts_lag_freshness_and_alerts(api: str, stack: Stack) -> None:
+    post_events(api, catalogue())
+    post_events(api, crowd())
+    stack.produce("alerts", [orjson.dumps({
+        "type": "alert", "event_id": f"a{n}", "ts": T0 + n, "kind": "scrape_anomaly", "subject": "site1.org",
+        "detail": f"shift {n}", "severity": "warning"}) for n in (1, 2, 2)], keys=[b"site1.org"] * 3)
+
+    def settled() -> dict | None:
+        doc = httpx.get(api + "/api/dashboard").json()
+        done = doc["applied"].get("interactions") == len(crowd()) and doc["lag"].get("total") == 0
+        return doc if done and len(doc["alerts"]) == 2 else None
+
+    doc = until(settled)
+    assert doc["applied"] == {"interactions": len(crowd()), "items": 32}
+    assert doc["lag"]["group"] == stack.settings.consumer_group
+    assert set(doc["lag"]["by_topic"]) == {"items", "interactions", "scrape-attempts", "bids"}
+    # 4 inbound topics x 4 partitions, and Faust's one-partition leader topic.
+    assert [w["partitions"] for w in doc["workers"]] == [17]
+    assert 0 <= doc["freshness"]["recommender_s"] < 30 and 0 <= doc["freshness"]["popular_s"] < 30
+    assert doc["freshness"]["bids_s"] is None  # no bid model published yet
+    # Newest first, the repeated alert (same event_id, as a redelivery) shown once.
+    assert doc["alerts"] == [
+        {"ts": T0 + 2, "kind": "scrape_anomaly", "subject": "site1.org", "detail": "shift 2", "severity": "warning",
+         "event_id": "a2"},
+        {"ts": T0 + 1, "kind": "scrape_anomaly", "subject": "site1.org", "detail": "shift 1", "severity": "warning",
+         "event_id": "a1"},
+    ]
+
+
+def test_pages_carry_a_self_only_content_security_policy_and_the_dashboard_needs_the_read_key(stack: Stack) -> None:
+    api = stack.start_api(EDDY_READ_API_KEY="read-secret")
+    for path in ("/", "/dashboard", "/static/feed.js"):
+        resp = httpx.get(api + path)
+        assert resp.status_code == 200, path
+        assert resp.headers["content-security-policy"] == CSP
+        assert resp.headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self';" in CSP and "frame-ancestors 'none'" in CSP
+    assert httpx.get(api + "/").headers["content-type"].startswith("text/html")
+    assert "javascript" in httpx.get(api + "/static/dashboard.js").headers["content-type"]
+    assert httpx.get(api + "/static/missing.js").status_code == 404
+    assert httpx.get(api + "/static/%2e%2e/routes/ui.py").status_code == 404
+    resp = httpx.get(api + "/api/dashboard")
+    assert resp.status_code == 401 and resp.json() == {"detail": "missing X-API-Key header (read key required)"}
+    ok = httpx.get(api + "/api/dashboard", headers={"X-API-Key": "read-secret"})
+    assert ok.status_code == 200 and ok.json()["applied"] == {} and ok.json()["alerts"] == []
