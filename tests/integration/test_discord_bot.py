@@ -53,8 +53,18 @@ def adapter() -> Iterator[RecordingAdapter]:
     async_context.reset(token)
 
 
-@pytest.fixture
-def api(stack: Stack) -> str:
+@pytest.fixture(scope="module")
+def api(broker: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One deployment for the module (each test has its own Discord users): a worker costs
+    seconds to join its group."""
+    stack = Stack(broker, redis_url, tmp_path_factory.mktemp("discord"))
+    try:
+        yield _seeded(stack)
+    finally:
+        stack.close()
+
+
+def _seeded(stack: Stack) -> str:
     stack.start_worker()
     api = stack.start_api()
     post_events(api, [
@@ -140,6 +150,7 @@ def counts(api: str, user: str) -> dict[str, int]:
 
 ANN = user_payload(930_000_000_000_000_001, "ann")
 BEN = user_payload(930_000_000_000_000_002, "ben")
+CY = user_payload(930_000_000_000_000_003, "cy")
 ANN_ID = f"discord:{ANN['id']}"
 
 
@@ -211,11 +222,11 @@ async def test_quick_rate_movie_night_and_forget_me(api: str, bot: tuple, adapte
     profile = httpx.get(f"{api}/api/users/{ben}/profile").json()
     assert profile["rating_style"] == {"mean": 3.5, "ratings": 2, "style": "balanced"}
 
-    # Ann (never seen) and Ben plan a movie night: one list, Ann flagged as new.
-    await run(tree, slash(client, BEN, "movie_night", options=[{"name": "a", "type": 6, "value": ANN["id"]}],
-                          resolved={"users": {ANN["id"]: ANN}}))
+    # Cy (never seen) and Ben plan a movie night: one list, Cy flagged as new.
+    await run(tree, slash(client, BEN, "movie_night", options=[{"name": "a", "type": 6, "value": CY["id"]}],
+                          resolved={"users": {CY["id"]: CY}}))
     night = adapter.sent[-1]["payload"]["data"]
-    assert night["embeds"][0]["title"] == "Movie night for Ben, Ann"
+    assert night["embeds"][0]["title"] == "Movie night for Ben, Cy"
     assert night["embeds"][0]["description"].count("\n**") == 4
     assert night["embeds"][0]["footer"]["text"] == "1 of you are new to Eddy: their picks are the popular ones."
     assert "flags" not in night or night["flags"] == 0  # the group sees it

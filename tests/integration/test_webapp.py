@@ -142,52 +142,9 @@ def test_liking_one_category_in_the_feed_shifts_the_list_and_forget_me_clears_it
     assert tab.errors == []
 
 
-def test_dashboard_draws_live_figures_and_both_pages_fit_a_phone(api: str, stack: Stack, browser: object) -> None:
-    post_events(api, catalogue())
-    stack.produce("alerts", [orjson.dumps({
-        "type": "alert", "event_id": "shop.example:no_working_strategy:9", "ts": time.time(), "kind": "no_working_strategy",
-        "subject": "shop.example", "detail": "every strategy of shop.example is failing", "severity": "critical",
-    })], keys=[b"shop.example"])
-    tab = Page(browser, 1280, 1000)
-    page = tab.page
-    page.goto(f"{api}/dashboard")
-    # Traffic while the page watches: interactions, a domain whose strategy breaks, bids with outcomes.
-    now = time.time()
-    for second in range(4):
-        batch = [{"type": "interaction", "user_id": f"u{n % 7}", "item_id": f"{CATEGORIES[n % 4]}-{n % 8}",
-                  "action": "like" if n % 3 else "click", "ts": now + second} for n in range(40)]
-        batch += [{"type": "scrape_attempt", "domain": "shop.example", "strategy": "html" if second < 2 else "rss",
-                   "success": second < 2 or n % 2 == 0, "latency_ms": 120.0, "ts": now + second + n / 10,
-                   "error_type": None if second < 2 or n % 2 == 0 else "timeout"} for n in range(8)]
-        batch += [{"type": "bid", "bid_id": f"b{second}-{n}", "profile_id": f"p{n % 3}", "job_id": f"j{n}",
-                   "job_title": "Data pipeline", "amount": 100 + n, "ts": now} for n in range(6)]
-        batch += [{"type": "bid_outcome", "bid_id": f"b{second}-{n}", "won": n % 2 == 0, "ts": now + 1} for n in range(6)]
-        post_events(api, batch)
-        page.wait_for_timeout(1000)
-    page.wait_for_function("() => document.querySelector('#rate-figures').textContent.includes('events/s')")
-    page.wait_for_selector("#alerts li[data-kind=no_working_strategy]")
-    page.wait_for_selector("#registry-unavailable, #models table[data-model]")
-    page.wait_for_function("() => document.querySelectorAll('#strategy-table tr').length >= 2")
-    assert page.locator("#rate-chart svg polyline").count() >= 1
-    assert page.inner_text("#workers").count(":") >= 1
-    page.screenshot(path=SCREENSHOTS / "dashboard.png", full_page=True)
-    tab.close()
-    assert tab.errors == []
-
-    for path, name, ready in (("/?user=u1", "feed-phone", "#recs li.item"),
-                              ("/dashboard", "dashboard-phone", "#rate-chart svg")):
-        phone = Page(browser, 390, 844)
-        phone.page.goto(api + path)
-        phone.page.wait_for_selector(ready)
-        phone.page.wait_for_timeout(1200)  # a second poll, so the charts have their lines
-        overflow = phone.page.evaluate("document.documentElement.scrollWidth")
-        assert overflow <= 390, f"{name} is {overflow}px wide on a 390px screen"
-        phone.page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
-        phone.close()
-        assert phone.errors == []
-
-
-def test_dashboard_endpoint_reports_counts_lag_freshness_and_alerts(api: str, stack: Stack) -> None:
+def test_dashboard_reports_counts_lag_freshness_alerts_and_draws_them_live_on_desk_and_phone(
+    api: str, stack: Stack, browser: object
+) -> None:
     post_events(api, catalogue())
     post_events(api, crowd())
     stack.produce("alerts", [orjson.dumps({
@@ -214,6 +171,51 @@ def test_dashboard_endpoint_reports_counts_lag_freshness_and_alerts(api: str, st
         {"ts": T0 + 1, "kind": "scrape_anomaly", "subject": "site1.org", "detail": "shift 1", "severity": "warning",
          "event_id": "a1"},
     ]
+
+    stack.produce("alerts", [orjson.dumps({
+        "type": "alert", "event_id": "shop.example:no_working_strategy:9", "ts": time.time(), "kind": "no_working_strategy",
+        "subject": "shop.example", "detail": "every strategy of shop.example is failing", "severity": "critical",
+    })], keys=[b"shop.example"])
+    tab = Page(browser, 1280, 1000)
+    page = tab.page
+    page.goto(f"{api}/dashboard")
+    # Traffic while the page watches: interactions, a domain whose strategy breaks, bids with outcomes.
+    now = time.time()
+    for second in range(4):
+        batch = [{"type": "interaction", "user_id": f"u{n % 7}", "item_id": f"{CATEGORIES[n % 4]}-{n % 8}",
+                  "action": "like" if n % 3 else "click", "ts": now + second} for n in range(40)]
+        # html works, then breaks for good: five timeouts in a row switch the domain to rss.
+        batch += [{"type": "scrape_attempt", "domain": "shop.example", "strategy": "rss" if n == 7 else "html",
+                   "success": n == 7 or second < 2, "latency_ms": 120.0, "ts": now + second + n / 10,
+                   "error_type": None if n == 7 or second < 2 else "timeout"} for n in range(8)]
+        batch += [{"type": "bid", "bid_id": f"b{second}-{n}", "profile_id": f"p{n % 3}", "job_id": f"j{n}",
+                   "job_title": "Data pipeline", "amount": 100 + n, "ts": now} for n in range(6)]
+        batch += [{"type": "bid_outcome", "bid_id": f"b{second}-{n}", "won": n % 2 == 0, "ts": now + 1} for n in range(6)]
+        post_events(api, batch)
+        page.wait_for_timeout(1000)
+    page.wait_for_function("() => document.querySelector('#rate-figures').textContent.includes('events/s')")
+    page.wait_for_selector("#alerts li[data-kind=no_working_strategy]")
+    page.wait_for_selector("#registry-unavailable, #models table[data-model]")
+    page.wait_for_function("() => document.querySelectorAll('#strategy-table tr').length >= 2")
+    page.wait_for_selector("#strategy-chart line.marker", state="attached")  # the switch, on the timeline
+    assert page.text_content("#strategy-table").count("rss") == 1
+    assert page.locator("#rate-chart svg polyline").count() >= 1
+    assert page.inner_text("#workers").count(":") >= 1
+    page.screenshot(path=SCREENSHOTS / "dashboard.png", full_page=True)
+    tab.close()
+    assert tab.errors == []
+
+    for path, name, ready in (("/?user=u1", "feed-phone", "#recs li.item"),
+                              ("/dashboard", "dashboard-phone", "#rate-chart svg")):
+        phone = Page(browser, 390, 844)
+        phone.page.goto(api + path)
+        phone.page.wait_for_selector(ready)
+        phone.page.wait_for_timeout(1200)  # a second poll, so the charts have their lines
+        overflow = phone.page.evaluate("document.documentElement.scrollWidth")
+        assert overflow <= 390, f"{name} is {overflow}px wide on a 390px screen"
+        phone.page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+        phone.close()
+        assert phone.errors == []
 
 
 def test_pages_carry_a_self_only_content_security_policy_and_the_dashboard_needs_the_read_key(stack: Stack) -> None:

@@ -11,15 +11,25 @@ function svg(tag, attrs = {}, text) {
   return node;
 }
 
+// The smallest of 1, 2, 2.5, 5 times a power of ten that is at least x: round grid lines.
+function niceStep(x) {
+  const power = 10 ** Math.floor(Math.log10(x));
+  return [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= x);
+}
+
 // series: [{name, points: [[t, v], ...]}]; markers: [{t, label}]; t in seconds.
-export function lineChart(target, series, { yMin = 0, yMax, yFormat = (v) => v.toFixed(1), window = 300, markers = [], width = 480, height = 180 } = {}) {
+export function lineChart(target, series, { yMin = 0, yMax, yFormat = (v) => v.toFixed(1), maxSpan = 300, markers = [], width = 480, height = 180 } = {}) {
   const W = width, H = height, L = 44, R = 8, T = 8, B = 22;
   const now = Date.now() / 1000;
-  const t0 = now - window;
+  // The window grows with the history, from 30 s up to `maxSpan`: a page opened a moment ago
+  // shows its few points across the chart rather than squeezed against "now".
+  const first = Math.min(now, ...series.flatMap((s) => s.points.map(([t]) => t)));
+  const span = Math.min(maxSpan, Math.max(30, now - first));
+  const t0 = now - span;
   const values = series.flatMap((s) => s.points.filter(([t]) => t >= t0).map(([, v]) => v)).filter((v) => v !== null);
   const peak = values.length ? Math.max(...values) : yMin;
-  const top = yMax ?? (peak > yMin ? yMin + (peak - yMin) * 1.1 : yMin + 1);
-  const x = (t) => L + ((t - t0) / window) * (W - L - R);
+  const top = yMax ?? yMin + 4 * niceStep(peak > yMin ? ((peak - yMin) * 1.1) / 4 : 1);
+  const x = (t) => L + ((t - t0) / span) * (W - L - R);
   const y = (v) => T + (1 - (v - yMin) / (top - yMin || 1)) * (H - T - B);
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img" });
   for (let i = 0; i <= 4; i++) {
@@ -28,14 +38,16 @@ export function lineChart(target, series, { yMin = 0, yMax, yFormat = (v) => v.t
     root.append(svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end" }, yFormat(v)));
   }
   root.append(svg("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
-  for (const ago of [window, window / 2, 0]) {
-    root.append(svg("text", { x: x(now - ago), y: H - 6, "text-anchor": ago === window ? "start" : ago ? "middle" : "end" },
-      ago ? `-${Math.round(ago / 60)} min` : "now"));
+  for (const ago of [span, span / 2, 0]) {
+    root.append(svg("text", { x: x(now - ago), y: H - 6, "text-anchor": ago === span ? "start" : ago ? "middle" : "end" },
+      ago >= 90 ? `-${Math.round(ago / 60)} min` : ago ? `-${Math.round(ago)} s` : "now"));
   }
   for (const m of markers.filter((m) => m.t >= t0 && m.t <= now + 5)) {
     const mx = Math.min(x(m.t), W - R);
     root.append(svg("line", { x1: mx, x2: mx, y1: T, y2: H - B, class: "marker" }));
-    root.append(svg("text", { x: mx + 3, y: T + 10, class: "marker-label" }, m.label));
+    const nearRight = mx > W - 120; // label on the line's left, so it stays inside the chart
+    root.append(svg("text", { x: nearRight ? mx - 3 : mx + 3, y: T + 10, class: "marker-label",
+      "text-anchor": nearRight ? "end" : "start" }, m.label));
     root.lastChild.append(svg("title", {}, m.title || m.label));
   }
   series.forEach((s, i) => {

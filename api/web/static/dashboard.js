@@ -123,7 +123,8 @@ async function pollStrategies() {
     switchesSeen.set(sw.decision_id, { t: sw.ts, label: `${sw.domain}: ${sw.to}`, title: `${sw.domain}: ${sw.from} → ${sw.to} (${sw.trigger})` });
   }
   lineChart($("strategy-chart"), series(domains.map(([d]) => `dom:${d}`), (n) => n.slice(4)),
-    { yMax: 1, yFormat: pct, markers: [...switchesSeen.values()], width: 960, height: 220 });
+    { yMax: 1, yFormat: pct, markers: [...switchesSeen.values()],
+      width: $("strategy-chart").clientWidth > 600 ? 960 : 480, height: 220 });
   $("strategy-table").replaceChildren(
     el("tr", {}, ...["domain", "strategy", "success", "recent", "trend", "switches (day)"].map((h) => el("th", {}, h))),
     ...domains.map(([d, v]) => el("tr", {}, el("td", {}, d),

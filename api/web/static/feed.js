@@ -104,6 +104,7 @@ async function onAction(entry, action, value) {
     await new Promise((r) => setTimeout(r, 120));
   }
   status(`${action} sent; the list has not changed yet.`);
+  await loadProfile(false);
 }
 
 function bars(facets) {
@@ -174,7 +175,7 @@ async function refresh() {
     const doc = await fetchRecs();
     if (!sameIds(doc.items, state.items)) {
       render(doc);
-      await sendImpressions();
+      await Promise.all([sendImpressions(), loadProfile(doc.cold_start)]);
     }
   } catch {
     /* shown on the next action */
