@@ -85,7 +85,7 @@ class KafkaMonitor:
                 return hit[1]
             try:
                 value = await asyncio.to_thread(self._locked, compute)
-            except Exception as exc:  # any broker trouble: report it, reconnect next time
+            except Exception as exc:  # noqa: BLE001 - any broker trouble: report it, reconnect next time
                 log.warning("dashboard could not read %s from Kafka: %r", name, exc)
                 await asyncio.to_thread(self._locked, self._close)
                 value = {"error": f"Kafka did not answer: {type(exc).__name__}"}

@@ -148,6 +148,10 @@ def counts(api: str, user: str) -> dict[str, int]:
     return resp.json()["counts"] if resp.status_code == 200 else {}
 
 
+def profile_of(api: str, user: str) -> dict[str, Any]:
+    return httpx.get(f"{api}/api/users/{user}/profile").json()
+
+
 ANN = user_payload(930_000_000_000_000_001, "ann")
 BEN = user_payload(930_000_000_000_000_002, "ben")
 CY = user_payload(930_000_000_000_000_003, "cy")
@@ -219,8 +223,7 @@ async def test_quick_rate_movie_night_and_forget_me(api: str, bot: tuple, adapte
     assert adapter.sent[-1]["payload"]["data"]["content"].startswith("Quick rating 4/6: **")
     ben = f"discord:{BEN['id']}"
     until(lambda: counts(api, ben).get("rate") == 2)
-    profile = httpx.get(f"{api}/api/users/{ben}/profile").json()
-    assert profile["rating_style"] == {"mean": 3.5, "ratings": 2, "style": "balanced"}
+    assert profile_of(api, ben)["rating_style"] == {"mean": 3.5, "ratings": 2, "style": "balanced"}
 
     # Cy (never seen) and Ben plan a movie night: one list, Cy flagged as new.
     await run(tree, slash(client, BEN, "movie_night", options=[{"name": "a", "type": 6, "value": CY["id"]}],

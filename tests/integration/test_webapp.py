@@ -205,6 +205,45 @@ def test_dashboard_reports_counts_lag_freshness_alerts_and_draws_them_live_on_de
     tab.close()
     assert tab.errors == []
 
+    # The model registry (issue 6) answers GET /api/models in the shape agreed for it; until
+    # it is merged, the browser is given that answer here, and the admin calls are caught.
+    registry = {"models": [{"name": "recommender", "serving": "v1", "versions": [
+        {"version": "v1", "variant": "hybrid", "params": {}, "created_at": T0, "metrics": {"hr_at_10": 0.41},
+         "serving": True, "role": "champion"},
+        {"version": "v2", "variant": "hybrid", "params": {"k": 20}, "created_at": T0 + 60, "metrics": {"hr_at_10": 0.44},
+         "serving": False, "role": "challenger"}]}]}
+    admin_calls: list[tuple[str, str, str | None]] = []
+
+    def admin_route(route: object) -> None:
+        req = route.request
+        admin_calls.append((req.method, req.url.removeprefix(api), req.headers.get("x-api-key")))
+        ok = req.url.endswith("/promote/v2")
+        route.fulfill(status=200 if ok else 403, content_type="application/json",
+                      body=orjson.dumps({"name": "recommender"} if ok else {"detail": "admin endpoints are disabled"}))
+
+    tab = Page(browser, 1280, 1000)
+    tab.page.route("**/api/models", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                                body=orjson.dumps(registry)))
+    tab.page.route("**/api/models/recommender/*/**", admin_route)
+    tab.page.route("**/api/models/recommender/rollback", admin_route)
+    tab.page.goto(f"{api}/dashboard")
+    tab.page.click("#keys summary")
+    tab.page.fill("input[data-key=admin]", "admin-secret")
+    tab.page.click("#keys button[type=submit]")
+    tab.page.click("table[data-model=recommender] button:text('Promote')")
+    tab.page.wait_for_function("() => document.querySelector('#models-status').textContent.includes('done')")
+    assert tab.page.inner_text("#models-status") == "promote recommender v2: done"
+    tab.page.click("button:text('Roll back recommender')")
+    tab.page.wait_for_function("() => document.querySelector('#models-status').textContent.includes('refused')")
+    assert tab.page.inner_text("#models-status") == "roll back recommender refused (403): admin endpoints are disabled"
+    assert admin_calls == [("POST", "/api/models/recommender/promote/v2", "admin-secret"),
+                           ("POST", "/api/models/recommender/rollback", "admin-secret")]
+    rows = tab.page.eval_on_selector_all("table[data-model=recommender] tr", "rs => rs.map(r => r.className)")
+    assert rows == ["", "serving", ""]
+    tab.close()
+    # Chromium logs the 403 the page was given; nothing else.
+    assert [e for e in tab.errors if "status of 403" not in e] == []
+
     for path, name, ready in (("/?user=u1", "feed-phone", "#recs li.item"),
                               ("/dashboard", "dashboard-phone", "#rate-chart svg")):
         phone = Page(browser, 390, 844)
