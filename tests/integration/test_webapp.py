@@ -110,8 +110,9 @@ def test_liking_one_category_in_the_feed_shifts_the_list_and_forget_me_clears_it
     page.wait_for_selector("#recs li.item")
     assert "cold start" in page.text_content("#status")
     before, shown = painting_share(page)
-    assert shown == 10 and before <= 2, page.inner_text("#recs")
+    assert (before, shown) == (1, 10), page.inner_text("#recs")  # painting-0, the least popular shown
 
+    waits = []
     for _ in range(3):  # like painting items as the user sees them, one by one
         item = page.locator('#recs li.item[data-category="painting"]').first
         item_id = item.get_attribute("data-item-id")
@@ -119,8 +120,12 @@ def test_liking_one_category_in_the_feed_shifts_the_list_and_forget_me_clears_it
         page.wait_for_function(
             "id => document.querySelector('#status').textContent.includes('list updated')"
             " && !document.querySelector(`li[data-item-id='${id}']`)", arg=item_id, timeout=10_000)
+        waits.append(float(page.text_content("#status").split("list updated in ")[1].removesuffix(" s")))
     after, shown = painting_share(page)
-    assert shown == 10 and after >= 4 and after > before, page.inner_text("#recs")
+    # Half the list: painting fills all the diversity guard (EDDY_DIVERSITY_MAX_SHARE) lets it.
+    assert (after, shown) == (5, 10), page.inner_text("#recs")
+    # The page saw each new list within a second of the click (slack for a loaded CI machine).
+    assert max(waits) < 2.0, waits
     reasons = page.eval_on_selector_all('#recs li.item[data-category="painting"] .reason', "els => els.map(e => e.textContent)")
     assert all(r for r in reasons)
     # Through the real API and worker: the likes went to Kafka with the list's rec_id.
