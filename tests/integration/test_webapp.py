@@ -127,10 +127,29 @@ def test_liking_one_category_in_the_feed_shifts_the_list_and_forget_me_clears_it
     # The page saw each new list within a second of the click (slack for a loaded CI machine).
     assert max(waits) < 2.0, waits
     reasons = page.eval_on_selector_all('#recs li.item[data-category="painting"] .reason', "els => els.map(e => e.textContent)")
-    assert all(r for r in reasons)
-    # Through the real API and worker: the likes went to Kafka with the list's rec_id.
+    assert set(reasons) == {"matches your category painting"}
+
+    # Dislike, hide and open: each goes out as what it is; a hidden item leaves the list at once.
+    games = page.locator('#recs li.item[data-category="games"]').first
+    games.locator('button[data-action="dislike"]').click()
+    page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('dislike on')")
+    hidden = page.locator("#recs li.item").last.get_attribute("data-item-id")
+    page.locator("#recs li.item").last.locator('button[data-action="hide"]').click()
+    page.wait_for_function("id => !document.querySelector(`li[data-item-id='${id}']`)", arg=hidden)
+    page.locator("#recs li.item").first.locator("button.title").click()
+    page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('click on')")
+    until(lambda: httpx.get(f"{api}/api/users/zoe/counts").json()["counts"].get("click") == 1)
     counts = httpx.get(f"{api}/api/users/zoe/counts").json()["counts"]
-    assert counts["like"] == 3 and counts["impression"] >= 10
+    assert {a: counts[a] for a in ("like", "dislike", "hide", "click")} == {"like": 3, "dislike": 1, "hide": 1, "click": 1}
+    # In Kafka, each action carries the list it was taken on and the item's place in it.
+    zoe = [e for rec in stack.consume_all("interactions", idle_s=1.0) for e in orjson.loads(rec.value)["envelope"]
+           if e["user_id"] == "zoe"]
+    sent = [e for e in zoe if e["action"] != "impression"]
+    assert [e["action"] for e in sent] == ["like", "like", "like", "dislike", "hide", "click"]
+    assert all(len(e["rec_id"]) == 26 and 0 <= e["position"] < 10 for e in sent)
+    # Impressions: once per item shown on this page, never repeated.
+    shown_once = [e["item_id"] for e in zoe if e["action"] == "impression"]
+    assert counts["impression"] == len(shown_once) == len(set(shown_once))
     page.wait_for_function("() => document.querySelector('#profile').textContent.includes('painting')")
     assert page.inner_text("#profile .bars li:first-child .bar-label") == "painting"
     page.locator("select[data-action=rate]").first.select_option("5")
