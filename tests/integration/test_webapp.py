@@ -178,7 +178,8 @@ def test_dashboard_reports_counts_lag_freshness_alerts_and_draws_them_live_on_de
     def settled() -> dict | None:
         doc = httpx.get(api + "/api/dashboard").json()
         done = doc["applied"].get("interactions") == len(crowd()) and doc["lag"].get("total") == 0
-        return doc if done and len(doc["alerts"]) == 2 else None
+        published = doc["freshness"]["recommender_s"] is not None and doc["freshness"]["popular_s"] is not None
+        return doc if done and published and len(doc["alerts"]) == 2 else None
 
     doc = until(settled)
     assert doc["applied"] == {"interactions": len(crowd()), "items": 32}

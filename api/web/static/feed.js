@@ -5,7 +5,7 @@
 import { api, el, fmt, keysPanel } from "./api.js";
 
 const K = 10;
-const state = { user: null, recId: null, items: [], computedAt: null, impressed: new Set(), hidden: new Set() };
+const state = { user: null, recId: null, items: [], computedAt: null, impressed: new Set(), hidden: new Set(), action: 0 };
 const $ = (id) => document.getElementById(id);
 
 function status(text) {
@@ -78,6 +78,8 @@ function itemCard(entry) {
 async function onAction(entry, action, value) {
   const started = performance.now();
   const before = state.computedAt;
+  // A newer action takes over the wait: the status always speaks of the latest click.
+  const seq = ++state.action;
   try {
     await send([interaction(entry, action, value)]);
   } catch (err) {
@@ -95,6 +97,7 @@ async function onAction(entry, action, value) {
   const deadline = performance.now() + 3000;
   while (performance.now() < deadline) {
     const doc = await fetchRecs();
+    if (seq !== state.action) return;
     if (doc.computed_at !== before && !doc.cold_start) {
       render(doc);
       status(`${action} on “${entry.item?.title || entry.item_id}”: list updated in ${((performance.now() - started) / 1000).toFixed(2)} s`);
@@ -103,6 +106,7 @@ async function onAction(entry, action, value) {
     }
     await new Promise((r) => setTimeout(r, 120));
   }
+  if (seq !== state.action) return;
   status(`${action} sent; the list has not changed yet.`);
   await loadProfile(false);
 }
