@@ -7,6 +7,8 @@ EDDY := $(VENV)/bin/eddy
 .PHONY: install run test unit integration bench schemas clean
 
 $(VENV)/.installed: pyproject.toml
+	@# The web app's browser tests drive Debian's chromium; nothing downloads a browser.
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -40,6 +40,10 @@ async def get_producer(request: Request) -> Any:
     return request.app.state.producer
 
 
+async def get_monitor(request: Request) -> Any:
+    return request.app.state.monitor
+
+
 def _check_key(expected: SecretStr | None, given: str | None, what: str) -> None:
     if expected is None:
         return
@@ -152,3 +156,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Any, Depends(get_redis)]
 KeysDep = Annotated[Keys, Depends(get_keys)]
 ProducerDep = Annotated[Any, Depends(get_producer)]
+MonitorDep = Annotated[Any, Depends(get_monitor)]

@@ -16,8 +16,9 @@ from limits import parse as parse_limit
 
 from api.deps import rate_limit
 from api.metrics import REQUEST_SECONDS
+from api.monitor import KafkaMonitor
 from api.producer import EventProducer
-from api.routes import bids, events, health, models, reads, recommendations, scraping
+from api.routes import bids, dashboard, events, health, models, reads, recommendations, scraping, ui
 from schemas.keys import Keys
 from schemas.settings import Settings, get_settings
 
@@ -33,7 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         app.state.producer = EventProducer(settings)
         await app.state.producer.start()
+        app.state.monitor = KafkaMonitor(settings)
         yield
+        await app.state.monitor.close()
         await app.state.producer.stop()
         await app.state.redis.aclose()
 
@@ -78,7 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.state.rate_limit = parse_limit(settings.rate_limit) if settings.rate_limit else None
     app.include_router(health.router)
+    ui.mount_web_app(app)
     limited = [Depends(rate_limit)]
-    for module in (events, reads, recommendations, scraping, bids, models):
+    for module in (events, reads, recommendations, scraping, bids, models, dashboard):
         app.include_router(module.router, dependencies=limited)
     return app

@@ -5,7 +5,8 @@ run one part each (as in production); ``eddy simulate`` streams a demo workload 
 API; ``eddy scraper`` runs an example self-healing scraper on a simulated web;
 ``eddy topics`` declares the Kafka topics; ``eddy schemas`` exports the event
 contracts as JSON Schema; ``eddy evaluate`` replays a file of events test-then-train;
-``eddy export bids`` writes the bids joined with their outcomes as a versioned dataset.
+``eddy export bids`` writes the bids joined with their outcomes as a versioned dataset;
+``eddy discord`` runs the Discord bot.
 """
 
 from __future__ import annotations
@@ -275,6 +276,24 @@ def up(
         workdir=workdir, console=console,
     )
     raise typer.Exit(code)
+
+
+@cli.command("discord")
+def discord_bot() -> None:
+    """Run the Discord bot: /recommend, /rate, /my_stats, /forget_me and /movie_night on the Eddy API.
+
+    Needs EDDY_DISCORD_BOT_TOKEN; calls the API at EDDY_DISCORD_API_URL with the producer
+    and read keys when they are set.
+    """
+    from deploy.discord_bot import BotNotConfigured, run_bot
+
+    settings = get_settings()
+    _logging(settings)
+    try:
+        run_bot(settings)
+    except BotNotConfigured as exc:
+        console.print(f"[red]the Discord bot did not start:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
 
 
 export_cli = typer.Typer(help="Write versioned datasets for offline training.", no_args_is_help=True)

@@ -108,9 +108,10 @@ def run_stack(
         console.print(
             f"[bold]Eddy is up[/] in {time.monotonic() - started:.1f}s\n"
             f"  API        {api}\n"
+            f"  web app    {api}/ (feed), {api}/dashboard\n"
             f"  docs       {api}/docs\n"
             f"  readiness  {api}/readyz\n"
-            f"  admin key  {env['EDDY_ADMIN_API_KEY']} (X-API-Key for POST /api/strategies/{{domain}}/pin)\n"
+            f"  admin key  {env['EDDY_ADMIN_API_KEY']} (X-API-Key for POST /api/strategies/{{domain}}/pin, the dashboard's promote/rollback)\n"
             f"  metrics    {api}/metrics (API), http://127.0.0.1:{metrics_port}/metrics (worker)\n"
             f"  Kafka      127.0.0.1:{broker_port}   Redis redis://127.0.0.1:{redis_port}/0\n"
             f"  logs       {children.log_dir}/"

@@ -202,6 +202,17 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS, comma separated (none by default)."
     )
 
+    # --- Discord bot (``eddy discord``) ------------------------------------------------------
+    discord_bot_token: SecretStr | None = Field(
+        None, description="The Discord bot's token; without it `eddy discord` does not start."
+    )
+    discord_api_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL of the Eddy API the Discord bot calls."
+    )
+    discord_guild_id: int | None = Field(
+        None, description="Register the bot's commands on this server only (instant) instead of globally (up to an hour)."
+    )
+
     @field_validator("cors_origins", "scrape_automation_off_domains", "scrape_strategies", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
