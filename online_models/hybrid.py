@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -45,6 +45,10 @@ STOP_WORDS = frozenset(
     ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "will", "with", "you", "your", "we", "our"]
 )
 
+
+#: Signals kept per item not in the catalogue yet, and items waiting at most.
+EARLY_PER_ITEM = 50
+EARLY_ITEMS = 10_000
 
 #: Constructor parameters, in order (what a challenger may change).
 PARAMS = (
@@ -128,6 +132,9 @@ class HybridRecommender(Recommender):
         self._users: dict[str, _User] = {}
         self._origin: dict[str, str] = {}  # item -> the domain (or source) it was scraped from
         self.reliability: dict[str, float] = {}  # domain -> weight in (0, 1] of its items' scores
+        # Signals on items not in the catalogue yet (an interaction can overtake its item
+        # between two topics): their taste update waits for the item.
+        self._early: OrderedDict[str, list[tuple[str, float, float]]] = OrderedDict()
         self.trend = Popularity(half_life_s=trend_half_life_s)
 
     # --- learning -----------------------------------------------------------------------
@@ -164,6 +171,14 @@ class HybridRecommender(Recommender):
             if index is None:
                 index = self._index[f] = deque(maxlen=self.index_per_feature)
             index.append(item.item_id)
+        for user_id, signal, ts in self._early.pop(item.item_id, ()):
+            user = self._users.get(user_id)
+            if user is not None:
+                # The signal's weight as if it had been learned at its time, decayed since.
+                weight = signal * 2.0 ** (-max(0.0, user.taste_ts - ts) / self.half_life_s)
+                for f, x in feats.items():
+                    user.taste[f] = user.taste.get(f, 0.0) + weight * x
+                self._trim_taste(user)
 
     def retract_item(self, item_id: str) -> None:
         self.trend.retract_item(item_id)
@@ -210,9 +225,13 @@ class HybridRecommender(Recommender):
         if feats:
             for f, x in feats.items():
                 user.taste[f] = user.taste.get(f, 0.0) + signal * x
-            if len(user.taste) > 2 * self.taste_features:
-                keep = heapq.nlargest(self.taste_features, user.taste.items(), key=lambda kv: abs(kv[1]))
-                user.taste = dict(keep)
+            self._trim_taste(user)
+        elif feats is None:
+            waiting = self._early.setdefault(item_id, [])
+            if len(waiting) < EARLY_PER_ITEM:
+                waiting.append((user_id, signal, ts))
+            if len(self._early) > EARLY_ITEMS:
+                self._early.popitem(last=False)
         if signal > 0 and (previous is None or previous <= 0):
             # First positive engagement with the item: count it and pair it with the
             # user's recent positives (repeats would inflate pairs of heavy users).
@@ -227,6 +246,11 @@ class HybridRecommender(Recommender):
             while len(user.recent) > self.history:
                 user.recent.popleft()
 
+    def _trim_taste(self, user: _User) -> None:
+        if len(user.taste) > 2 * self.taste_features:
+            keep = heapq.nlargest(self.taste_features, user.taste.items(), key=lambda kv: abs(kv[1]))
+            user.taste = dict(keep)
+
     def _pair(self, a: str, b: str, w: float) -> None:
         row = self._co.get(a)
         if row is None:
@@ -238,6 +262,8 @@ class HybridRecommender(Recommender):
     def forget_user(self, user_id: str) -> None:
         # Co-engagement pairs and popularity are anonymous aggregates and stay.
         self._users.pop(user_id, None)
+        for waiting in self._early.values():
+            waiting[:] = [w for w in waiting if w[0] != user_id]
 
     def user_ids(self) -> list[str]:
         return list(self._users)

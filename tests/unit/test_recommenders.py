@@ -151,3 +151,24 @@ def test_items_of_an_unreliable_source_are_ranked_lower() -> None:
     after = {s.item_id: s.score for s in m.rank(fan, 50, 451.0, exclude=m.seen_by(fan))}
     assert after["twin0"] == scores["twin0"]
     assert after["twin1"] == pytest.approx(0.25 * scores["twin1"], rel=1e-4)
+
+
+def test_a_like_that_overtakes_its_item_shapes_taste_once_the_item_arrives() -> None:
+    from online_models.base import ItemInfo
+    from online_models.hybrid import HybridRecommender
+
+    early, ordered = HybridRecommender(), HybridRecommender()
+    for model in (early, ordered):
+        model.learn_item(ItemInfo("jazz-2", category="music", tags=("jazz",), ts=0.0))
+        model.learn_item(ItemInfo("oil-2", category="painting", tags=("oil",), ts=0.0))
+    # The like reaches the model before the item it is about (two topics, two agents).
+    early.learn_interaction("ann", "oil-1", 2.0, ts=5.0)
+    early.learn_item(ItemInfo("oil-1", category="painting", tags=("oil",), ts=1.0))
+    ordered.learn_item(ItemInfo("oil-1", category="painting", tags=("oil",), ts=1.0))
+    ordered.learn_interaction("ann", "oil-1", 2.0, ts=5.0)
+    assert early._users["ann"].taste == ordered._users["ann"].taste
+    assert [s.item_id for s in early.rank("ann", 1, now=6.0, exclude={"oil-1"})] == ["oil-2"]
+    # Forgetting the user forgets what was waiting too.
+    early.learn_interaction("bob", "later", 2.0, ts=6.0)
+    early.forget_user("bob")
+    assert early._early["later"] == []
