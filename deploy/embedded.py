@@ -82,6 +82,10 @@ def run_stack(
         # The worker must know every strategy the example scraper can use, not only the
         # ones it has seen attempts of, to offer them for exploration and switch to them.
         "EDDY_SCRAPE_STRATEGIES": ",".join(SimConfig().strategies),
+        # One shadow challenger with faster-fading taste, so the registry has something to
+        # compare and promote; snapshots go beside the logs.
+        "EDDY_RECS_CHALLENGERS": os.environ.get("EDDY_RECS_CHALLENGERS") or '[{"half_life_s": 86400}]',
+        "EDDY_SNAPSHOT_DIR": str(workdir / "snapshots"),
     }
     api = f"http://127.0.0.1:{api_port}"
     stop_requested = False

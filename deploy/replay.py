@@ -2,7 +2,8 @@
 
 The catalogue (the items topic, always from its start) and the interactions from
 ``--from`` (earliest, a time, or explicit offsets) to the end of the log as it is now are
-merged in event time, each partition kept in its own order, and taught test-then-train
+merged in the order the log received them (record time), each partition kept in its own
+order — the order a live worker keeping up with the log learned them in — and taught test-then-train
 through the worker's own service code (:class:`streams.recommend.RecommenderService`),
 so the figures are computed on the same sample of targets as the live ones. Deletions are
 honoured: a user deleted in the log contributes nothing from before the deletion, not even
@@ -63,13 +64,13 @@ def parse_start(text: str) -> str | float | dict[int, int]:
 
 async def _read(settings: Settings, topic: str, allowed: frozenset[str],
                 ranges: dict[int, tuple[int, int | None]], ends: dict[int, int],
-                on_records: Callable[[int], None]) -> dict[int, list[tuple[Any, str]]]:
-    """partition -> [(event, where)] in offset order."""
-    out: dict[int, list[tuple[Any, str]]] = {p: [] for p in ranges}
+                on_records: Callable[[int], None]) -> dict[int, list[tuple[float, Any, str]]]:
+    """partition -> [(record time, event, where)] in offset order."""
+    out: dict[int, list[tuple[float, Any, str]]] = {p: [] for p in ranges}
     async for chunk in read_ranges(settings, topic, ranges, ends=ends):
         decoded = decode_batch(chunk, allowed_types=allowed, max_bytes=settings.max_event_bytes)
         for (event, rec), where in zip(decoded.events, wheres_of(decoded.events), strict=True):
-            out[rec.partition].append((event, where))
+            out[rec.partition].append((rec.timestamp, event, where))
         on_records(len(chunk))
     return out
 
@@ -124,9 +125,10 @@ async def _replay(settings: Settings, keys: Keys, redis: Any, start: str, params
                                {p: (begin[p], None) for p in partitions}, ends, on_records)
     read_s = time.perf_counter() - started
 
-    # Each partition in its own order, partitions and the catalogue merged by event time.
-    streams = [[(e.ts, e, w, False) for e, w in rows] for rows in interactions.values()]
-    streams += [[(e.ts, e, w, True) for e, w in rows] for rows in items.values()]
+    # Each partition in its own order, partitions and the catalogue merged by the time the
+    # log received each record: the order a worker keeping up with the log learned them in.
+    streams = [[(t, e, w, False) for t, e, w in rows] for rows in interactions.values()]
+    streams += [[(t, e, w, True) for t, e, w in rows] for rows in items.values()]
     merged = list(heapq.merge(*streams, key=lambda row: row[0]))
     deleted_at = {row[1].user_id: i for i, row in enumerate(merged)
                   if not row[3] and row[1].type == "user_deleted"}
@@ -182,9 +184,10 @@ async def _replay(settings: Settings, keys: Keys, redis: Any, start: str, params
                 "ndcg_at_10": ndcg_sum / targets if targets else None}
 
     learned = sum(len(rows) for rows in interactions.values())
+    n_items = sum(len(rows) for rows in items.values())
     return {
         "version": name, "params": version.model.params(), "from": start,
-        "events": len(merged), "interactions": learned, "items": sum(len(r) for r in items.values()),
+        "events": len(merged), "interactions": learned, "items": n_items,
         "skipped_deleted": skipped,
         "offsets": {str(p): o for p, o in sorted(ends.items())},
         "read_s": round(read_s, 3), "learn_s": round(learn_s, 3),

@@ -127,6 +127,7 @@ class RecommenderService:
         self.promoted_at: float | None = None  # the hit rate that got the serving version promoted
         self.since_change = 0  # targets scored since the serving version last changed
         self.targets_seen = 0
+        self.unknown_targets = 0
         self.outbox: list[tuple[TopicSpec, bytes | None, bytes]] = []
         self.baseline = Popularity()
         self.baseline_score = Score()
@@ -261,6 +262,8 @@ class RecommenderService:
         if event.item_id in consumed:
             return
         now = event.ts or self.clock
+        if event.item_id not in self.display:
+            self.unknown_targets += 1  # the item has not reached this worker's catalogue yet
         for version in self.versions.values():
             ranked = [s.item_id for s in version.model.rank(event.user_id, 10, now, exclude=consumed)]
             version.score.add(ranked, event.item_id)
@@ -423,6 +426,7 @@ class RecommenderService:
             "ctr_by_position": {str(p): {"impressions": i, "clicks": c} for p, (i, c) in sorted(self.ctr.items())},
             "users": self.model.n_users,
             "items": len(self.display),
+            "targets_on_unknown_items": self.unknown_targets,
             "updated_at": time.time(),
         }
 

@@ -31,6 +31,7 @@ from schemas.keys import Keys
 from tests.benchmarks.run import env_of, publish, start_backends
 
 KINDS = ("item", "interaction", "preference", "user_deleted")
+AHEAD = 5
 
 
 def stream(n: int) -> list[dict]:
@@ -49,6 +50,7 @@ def stream(n: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=2_000.0, help="events/s POSTed on the live path")
     parser.add_argument("--append", type=Path, help="append the markdown section here")
     args = parser.parse_args()
     events = stream(args.events)
@@ -83,18 +85,27 @@ def main() -> None:
 
             time.sleep(8)  # joined and idle
             started = time.perf_counter()
-            # Items go one chunk ahead of the interactions around them, as a site publishes an
-            # item before anyone can click it; they are servable from their event time only.
+            # Items go five chunks ahead of the interactions around them, as a site publishes
+            # an item before anyone can click it (they are servable from their event time
+            # only): the replay is measured, not the race between the two topics.
             chunks = [events[i : i + 1000] for i in range(0, len(events), 1000)]
-            ahead = [[e for e in c if e["type"] == "item"] for c in chunks] + [[]]
-            for n, chunk in enumerate([[]] + chunks):
-                body = ahead[n] + [e for e in chunk if e["type"] != "item"]
-                if body:
-                    httpx.post(api + "/api/events", json=body, timeout=60).raise_for_status()
+            ahead = [[e for e in c if e["type"] == "item"] for c in chunks] + [[]] * AHEAD
+            for n, chunk in enumerate([[]] * AHEAD + chunks):
+                for body in (ahead[n], [e for e in chunk if e["type"] != "item"]):
+                    if body:
+                        httpx.post(api + "/api/events", json=body, timeout=60).raise_for_status()
+                # Paced below the worker's peak, so it keeps up with both topics as it does in
+                # steady operation: saturated, its catalogue lags its interactions (measured
+                # below) and live misses targets no replay would.
+                behind = (n + 1) * 1000 / args.rate - (time.perf_counter() - started)
+                if behind > 0:
+                    time.sleep(behind)
             settle("items", len(items))
             settle("interactions", len(rest))
             live_s = time.perf_counter() - started
             time.sleep(2.0)  # the registry is written with each batch; let the last one land
+            unknown = sum(orjson.loads(doc).get("targets_on_unknown_items", 0)
+                          for field, doc in r.hgetall(keys.models).items() if field.startswith(b"recs:"))
             report = asyncio.run(replay_recommender(settings, start="earliest", name="bench"))
         finally:
             children.stop()
@@ -111,7 +122,7 @@ def main() -> None:
         f"interactions, declared interests and deletions; 10,000 simulated users), "
         f"{settings.partitions} partitions, live test-then-train share {settings.live_eval_share}.\n\n"
         "| path | events/s | HR@10 | NDCG@10 | targets |\n|---|---|---|---|---|\n"
-        f"| live: POST → one worker → Redis (baseline path) | {len(events) / live_s:,.0f} | "
+        f"| live: POST at {args.rate:,.0f}/s → one worker → Redis (baseline path) | {len(events) / live_s:,.0f} | "
         f"{serving.get('hr_at_10') or 0:.4f} | {serving.get('ndcg_at_10') or 0:.4f} | {serving.get('targets', 0):,} |\n"
         f"| replay: learning (test-then-train) | {report['events_per_s']:,.0f} | "
         f"{report['metrics']['hr_at_10'] or 0:.4f} | {report['metrics']['ndcg_at_10'] or 0:.4f} | "
@@ -122,7 +133,8 @@ def main() -> None:
         f"Replayed against live: HR@10 differs by {rel(report['metrics']['hr_at_10'], serving.get('hr_at_10'))}, "
         f"NDCG@10 by {rel(report['metrics']['ndcg_at_10'], serving.get('ndcg_at_10'))} (relative; goal within 2%). "
         f"Reading the log took {report['read_s']:.1f} s, learning {report['learn_s']:.1f} s; "
-        f"{report['skipped_deleted']:,} events of users deleted later were left out. "
+        f"{report['skipped_deleted']:,} events of users deleted later were left out. Live targets on "
+        f"items the worker's catalogue did not hold yet (certain misses the replay does not have): {unknown}. "
         f"Goal: replay at 20,000 events/s or more.\n"
     )
     publish(section, args.append)
