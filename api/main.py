@@ -18,6 +18,7 @@ from api.deps import rate_limit
 from api.metrics import REQUEST_SECONDS
 from api.producer import EventProducer
 from api.routes import bids, events, health, reads, recommendations, scraping
+from api.stale import LastGood
 from schemas.keys import Keys
 from schemas.settings import Settings, get_settings
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.keys = Keys(settings.redis_prefix)
+    app.state.last_good = LastGood(settings.api_stale_entries)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
