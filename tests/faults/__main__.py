@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 
-TRIALS = ("ledger", "churn", "redis_outage", "broker_outage", "poison", "sustained")
+from tests.faults import TRIALS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,7 @@ def run(scale: str) -> TrialResult:
         ledger_figures(result, check, len(producer.accepted))
         worst = None if None in to_zero else round(max(to_zero), 1)
         result.figures.update(cycles=p["cycles"], scale_steps=len(steps), rate=p["rate"],
+                              lag_to_zero_s=[None if s is None else round(s, 1) for s in to_zero],
                               lag_to_zero_max_s=worst, peak_lag=max(lag for _, lag in sampler.samples),
                               worker_exits=len(rig.exited()))
         result.bounds.update(lag_to_zero_max_s=("<=", p["lag_zero_s"]), worker_exits=("==", 0))

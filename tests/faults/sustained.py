@@ -7,7 +7,8 @@ half that rate flows for the trial's duration, sampled every second: lag (events
 accepted minus events applied to Redis), the worker's resident memory, and the latency
 of GET /api/recommendations. The lag must not grow (its slope stays under 1% of the input
 rate), the worker's memory must stay flat within a stated bound after warm-up, and the
-API's p99 must stay within its benchmark figure.
+API's p99 must stay within its benchmark figure; the lag must never exceed two seconds of
+input.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from tests.faults.harness import (
 SCALES = {
     # p99 bound: docs/benchmarks.md, GET /api/recommendations at half its peak (37.5 ms).
     "full": {"duration_s": 1800.0, "calibrate": 40_000, "share": 0.5, "users": 5_000, "items": 1_000,
-             "rss_mb": 50.0, "p99_ms": 37.5},
-    # CI: seconds on a shared machine, at a quarter of the peak; the bounds catch gross
-    # regressions only.
+             "rss_mb": 50.0, "p99_ms": 37.5, "slope_share": 0.01},
+    # CI: seconds on a shared machine, at a quarter of the peak; over ten samples one batch
+    # more or less moves the slope a lot, and p99 of ~150 GETs is their maximum, so the
+    # bounds catch gross regressions only.
     "short": {"duration_s": 10.0, "calibrate": 3_000, "share": 0.25, "users": 1_000, "items": 300,
-              "rss_mb": 40.0, "p99_ms": 150.0},
+              "rss_mb": 40.0, "p99_ms": 250.0, "slope_share": 0.1},
 }
 
 
@@ -141,7 +143,7 @@ def run(scale: str) -> TrialResult:
             worker_exits=len(rig.exited()),
         )
         result.bounds.update(
-            lag_slope_per_s=("<=", 0.01 * rate), worker_rss_growth_mb=("<=", p["rss_mb"]),
+            lag_slope_per_s=("<=", p["slope_share"] * rate), lag_max=("<=", 2 * rate), worker_rss_growth_mb=("<=", p["rss_mb"]),
             api_p99_ms=("<=", p["p99_ms"]), api_5xx=("==", 0), worker_exits=("==", 0),
             achieved_per_s=(">=", 0.9 * rate),
         )
