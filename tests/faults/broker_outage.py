@@ -23,6 +23,7 @@ from tests.faults.harness import (
     check_ledger,
     ledger_event,
     ledger_figures,
+    post_all,
     start_api,
 )
 
@@ -45,7 +46,7 @@ def run(scale: str) -> TrialResult:
     try:
         rig.stack.start_worker("worker")
         api = start_api(rig, EDDY_PRODUCE_TIMEOUT_S=str(PRODUCE_TIMEOUT_S))
-        Producer(api, iter(catalogue(p["items"])), rate=0).run()
+        post_all(api, catalogue(p["items"]))
         events = (ledger_event(n, p["users"], p["items"]) for n in range(10**9))
         producer = Producer(api, events, rate=p["rate"], batch=50, retry_s=0.2)
         producer.start()

@@ -19,6 +19,7 @@ from tests.faults.harness import (
     check_ledger,
     ledger_event,
     ledger_figures,
+    post_all,
     start_api,
     wait_applied,
 )
@@ -36,7 +37,7 @@ def run(scale: str) -> TrialResult:
     try:
         rig.stack.start_worker("worker-a")
         api = start_api(rig)
-        Producer(api, iter(catalogue(p["items"])), rate=0).run()
+        post_all(api, catalogue(p["items"]))
         # Enough events for the whole run; the producer is stopped after the last step.
         events = (ledger_event(n, p["users"], p["items"]) for n in range(10**9))
         producer = Producer(api, events, rate=p["rate"], batch=50)

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import redis as redis_lib
 
-from deploy.processes import Children, free_port, wait_for_port
+from deploy.processes import Children, free_port
 from schemas.keys import Keys
 from tests.conftest import Stack
 
@@ -85,7 +85,8 @@ class Rig:
         self.redis_proc = self.infra.start_redis(self.redis_port, self.dir / "redis", appendonly=redis_aof)
         self.stack = Stack(f"127.0.0.1:{self.broker_port}", f"redis://127.0.0.1:{self.redis_port}/0",
                            self.dir / "logs", **settings)
-        # A shorter session lets a killed worker's partitions move sooner (short trials).
+        # A shorter session lets a killed worker's partitions move sooner (short trials); the
+        # rebalance timeout follows it (default 10 s).
         self.stack.settings = self.stack.settings.model_copy(update={"session_timeout_s": session_timeout_s})
         self.stack.extra_env = {"rebalance_timeout_s": max(3.0, session_timeout_s)}
         self.stack.children.cwd = self.dir
@@ -109,9 +110,6 @@ class Rig:
         os.kill(self.broker.pid, signal.SIGCONT)
 
     # -- worker processes ---------------------------------------------------------------
-
-    def worker_procs(self) -> list[tuple[str, object]]:
-        return [(n, p) for n, p in self.stack.children.procs if n.startswith("worker")]
 
     def kill9_worker(self, name: str) -> None:
         for entry in [e for e in self.stack.children.procs if e[0] == name]:
@@ -360,9 +358,10 @@ def api_pid(rig: Rig) -> int:
     return next(p.pid for n, p in rig.stack.children.procs if n == "api")
 
 
-def port_open(port: int) -> bool:
-    try:
-        wait_for_port(port, timeout_s=0.2)
-        return True
-    except TimeoutError:
-        return False
+def post_all(api: str, events: list[dict], batch: int = 500) -> None:
+    """POST events (a catalogue) in batches, insisting each is accepted."""
+    with httpx.Client(timeout=60.0) as client:
+        for first in range(0, len(events), batch):
+            resp = client.post(api + "/api/events", json=events[first:first + batch])
+            if resp.status_code != 202:
+                raise RuntimeError(f"POST /api/events answered {resp.status_code}: {resp.text[:200]}")

@@ -19,6 +19,7 @@ from tests.faults.harness import (
     check_ledger,
     ledger_event,
     ledger_figures,
+    post_all,
     start_api,
     wait_applied,
 )
@@ -38,7 +39,7 @@ def run(scale: str) -> TrialResult:
         api = start_api(rig)
         # The load spans every kill and one period after the last.
         rate = p["events"] / ((p["kills"] + 1) * p["every_s"])
-        Producer(api, iter(catalogue(p["items"])), rate=0).run()
+        post_all(api, catalogue(p["items"]))
         events = (ledger_event(n, p["users"], p["items"]) for n in range(p["events"]))
         producer = Producer(api, events, rate=rate)
         producer.start()

@@ -25,6 +25,7 @@ from tests.faults.harness import (
     check_ledger,
     ledger_event,
     ledger_figures,
+    post_all,
     start_api,
 )
 
@@ -75,6 +76,20 @@ class Reader(threading.Thread):
         return self.codes
 
 
+def restored_after(rig: Rig, applied_before: int, restarted: float) -> float | None:
+    """Seconds from the restart until Redis answers with the state it had (None: not in 60 s)."""
+    probe = redis_lib.Redis(port=rig.redis_port)
+    field = f"applied:{rig.stack.topic('interactions')}"
+    while time.monotonic() - restarted < 60:
+        try:
+            if int(probe.hget(rig.keys.stats, field) or 0) >= applied_before:
+                return time.monotonic() - restarted
+        except redis_lib.RedisError:  # still loading the AOF, or not listening yet
+            pass
+        time.sleep(0.01)
+    return None
+
+
 def run(scale: str) -> TrialResult:
     p = SCALES[scale]
     result = TrialResult("redis_outage", scale)
@@ -82,7 +97,7 @@ def run(scale: str) -> TrialResult:
     try:
         rig.stack.start_worker("worker")
         api = start_api(rig)
-        Producer(api, iter(catalogue(p["items"])), rate=0).run()
+        post_all(api, catalogue(p["items"]))
         events = (ledger_event(n, p["users"], p["items"]) for n in range(10**9))
         producer = Producer(api, events, rate=p["rate"], batch=50)
         producer.start()
@@ -97,10 +112,7 @@ def run(scale: str) -> TrialResult:
         during = reader.codes - before_codes
         restarted = time.monotonic()
         rig.start_redis()
-        probe = redis_lib.Redis(port=rig.redis_port)
-        while int(probe.hget(rig.keys.stats, f"applied:{rig.stack.topic('interactions')}") or 0) < applied_before:
-            time.sleep(0.01)
-        restore_s = time.monotonic() - restarted
+        restore_s = restored_after(rig, applied_before, restarted)
         time.sleep(p["after_s"])
         producer.halt()
         reader_codes = reader.halt()
@@ -116,7 +128,7 @@ def run(scale: str) -> TrialResult:
         result.figures.update(
             outage_s=p["outage_s"], reads=sum(reader_codes.values()), reads_during_outage=sum(during.values()),
             read_5xx=server_errors, stale_reads=reader.stale, posts_refused=sum(o.status != 202 for o in producer.outcomes),
-            aof_restore_s=round(restore_s, 2), catch_up_s=round(catch_up_s, 1), worker_exits=len(rig.exited()),
+            aof_restore_s=None if restore_s is None else round(restore_s, 2), catch_up_s=round(catch_up_s, 1), worker_exits=len(rig.exited()),
         )
         result.bounds.update(read_5xx=("==", 0), aof_restore_s=("<=", RESTORE_S), catch_up_s=("<=", CATCH_UP_S),
                              worker_exits=("==", 0))

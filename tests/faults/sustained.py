@@ -26,6 +26,7 @@ from tests.faults.harness import (
     catalogue,
     ledger_event,
     percentile,
+    post_all,
     rss_mb,
     start_api,
 )
@@ -106,10 +107,10 @@ def run(scale: str) -> TrialResult:
     try:
         rig.stack.start_worker("worker")
         api = start_api(rig)
-        Producer(api, iter(catalogue(p["items"])), rate=0).run()
+        post_all(api, catalogue(p["items"]))
         peak = measure_peak(rig, api, p["calibrate"], p["users"], p["items"])
         rate = peak * p["share"]
-        worker = next(proc.pid for name, proc in rig.stack.children.procs if name == "worker")
+        worker = rig.worker_pid("worker")
         events = (ledger_event(n, p["users"], p["items"]) for n in range(10**9))
         producer = Producer(api, events, rate=rate, batch=max(10, int(rate / 10)))
         base = rig.stack.applied("interactions")
