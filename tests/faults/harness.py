@@ -251,10 +251,12 @@ class Producer(threading.Thread):
     """
 
     def __init__(self, api: str, events: Iterator[dict], *, rate: float, batch: int = 100,
-                 retry_s: float = 0.5) -> None:
+                 retry_s: float = 0.5, keep: bool = True) -> None:
         super().__init__(daemon=True, name="fault-producer")
         self.api, self.events, self.rate, self.batch, self.retry_s = api, events, rate, batch, retry_s
+        self.keep = keep  # False: count accepted events only (long runs would hold millions)
         self.accepted: list[dict] = []
+        self.accepted_count = 0
         self.outcomes: list[Outcome] = []
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
@@ -291,7 +293,9 @@ class Producer(threading.Thread):
             return False
         self.outcomes.append(Outcome(resp.status_code, time.monotonic(), resp.headers.get("retry-after")))
         if resp.status_code == 202:
-            self.accepted.extend(chunk)
+            self.accepted_count += len(chunk)
+            if self.keep:
+                self.accepted.extend(chunk)
             return True
         return False
 
@@ -321,7 +325,7 @@ class LagSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_event.wait(self.every_s):
-            accepted = len(self.producer.accepted)
+            accepted = self.producer.accepted_count
             try:
                 applied = self.rig.stack.applied("interactions")
             except redis_lib.RedisError:  # Redis away (outage trials): no sample
