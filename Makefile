@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EDDY := $(VENV)/bin/eddy
 
-.PHONY: install run test unit integration bench schemas clean
+.PHONY: install run test unit integration bench faults schemas clean
 
 $(VENV)/.installed: pyproject.toml
 	@# The web app's browser tests drive Debian's chromium; nothing downloads a browser.
@@ -37,6 +37,12 @@ bench: install
 	$(PY) -m tests.benchmarks.scraping_bench --append docs/benchmarks.md
 	$(PY) -m tests.benchmarks.bids_bench --append docs/benchmarks.md
 	$(PY) -m tests.benchmarks.replay_bench --append docs/benchmarks.md
+
+## Fault-injection trials at full size (kill -9, churn, outages, poison, 30 min of load:
+## about 45 minutes); one line of figures each, non-zero exit when one misses its bound.
+## Figures in docs/reliability.md; `$(PY) -m tests.faults --short` is the CI version.
+faults: install
+	$(PY) -m tests.faults --full
 
 ## Regenerate the committed JSON Schema of the events.
 schemas: install

@@ -19,6 +19,7 @@ from api.metrics import REQUEST_SECONDS
 from api.monitor import KafkaMonitor
 from api.producer import EventProducer
 from api.routes import bids, dashboard, events, health, models, reads, recommendations, scraping, ui
+from api.stale import LastGood
 from schemas.keys import Keys
 from schemas.settings import Settings, get_settings
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.keys = Keys(settings.redis_prefix)
+    app.state.last_good = LastGood(settings.api_stale_entries)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

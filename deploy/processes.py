@@ -73,6 +73,7 @@ class Children:
 
     procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
     log_dir: Path = Path(".eddy/logs")
+    cwd: Path | None = None  # where children run (a Faust worker writes its data dir there)
 
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +84,7 @@ class Children:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
+            cwd=self.cwd,
             start_new_session=True,  # own process group: Ctrl-C goes to us, we stop it
             preexec_fn=_die_with_parent,
         )

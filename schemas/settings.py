@@ -198,6 +198,9 @@ class Settings(BaseSettings):
         "instead of one record per event.",
     )
     produce_timeout_s: float = Field(10.0, gt=0, description="How long the API waits for Kafka acks.")
+    api_stale_entries: int = Field(
+        1000, ge=0, description="Lists each API process keeps to serve, marked stale, while Redis is away (0 = 503 instead)."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma separated (none by default)."
     )

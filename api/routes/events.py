@@ -71,7 +71,10 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
             event = validate_event(obj, allowed=INBOUND_TYPES)
         except EventDecodeError as exc:
             errors.extend({"index": index, **err} for err in exc.errors)
-            EVENTS_REJECTED.labels(obj.get("type", "?") if isinstance(obj, dict) else "?").inc()
+            kind = obj.get("type") if isinstance(obj, dict) else None
+            # Only known types become labels: one per type a client makes up would grow
+            # the metrics (and the process) without bound.
+            EVENTS_REJECTED.labels(kind if isinstance(kind, str) and kind in INBOUND_TYPES else "?").inc()
             continue
         if len(orjson.dumps(obj)) > settings.max_event_bytes:
             errors.append(

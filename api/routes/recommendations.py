@@ -22,6 +22,7 @@ from api.deps import (
 )
 from api.producer import ProducerUnavailable
 from api.routes.reads import ACTIONS, IdPath, decode_hash, read_model
+from api.stale import LastGoodDep
 from online_models.base import Scored
 from online_models.diversity import diversify
 from schemas.events import ID_PATTERN, MAX_ID_LENGTH, UserDeletedEvent
@@ -76,22 +77,30 @@ def _cold_start(popular: bytes | None) -> dict[str, Any]:
 async def get_recommendations(
     settings: SettingsDep,
     redis: RedisDep,
+    last_good: LastGoodDep,
     keys: KeysDep,
     user_id: UserQuery,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
     exclude: IdList | None = None,
     category: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> ORJSONResponse:
-    """A user's fresh top-k with scores and reasons; an unknown user gets the cold-start list."""
+    """A user's fresh top-k with scores and reasons; an unknown user gets the cold-start list.
+
+    While Redis is away, the last list this process served (or the cold-start list) comes
+    back with ``"stale": true`` instead of a 503."""
     excluded = set(split_ids(exclude, "exclude", 500))
-    doc = await read_model(redis.get(keys.recs(user_id)))
+    doc, stale = await last_good.get(redis, keys.recs(user_id))
     cold = doc is None
-    data = _cold_start(await read_model(redis.get(keys.popular_list))) if cold else orjson.loads(doc)
+    if cold:
+        popular, stale_popular = await last_good.get(redis, keys.popular_list)
+        stale = stale or stale_popular
+    data = _cold_start(popular) if cold else orjson.loads(doc)
     return ORJSONResponse(
         {
             "user_id": user_id,
             "rec_id": str(ULID()),
             "cold_start": cold,
+            "stale": stale,
             "items": _serve(data, k, excluded, category, settings.diversity_max_share),
             "model": data.get("model"),
             "model_version": data.get("model_version"),

@@ -77,3 +77,66 @@ def test_eddy_token_mints_a_token_for_one_user(stack: Stack) -> None:
                          capture_output=True, text=True, check=True).stdout.strip()
     claims = jwt.decode(out, SECRET, algorithms=["HS256"])
     assert claims["sub"] == "ann" and claims["exp"] - claims["iat"] == 60
+
+
+ALLOWED, STRANGER = "https://ui.example", "https://evil.example"
+
+
+def test_cors_answers_only_the_configured_origins(stack: Stack) -> None:
+    stack.extra_env = {"cors_origins": ALLOWED}
+    api = stack.start_api()
+    preflight = {"Access-Control-Request-Method": "GET"}
+    ok = httpx.options(api + "/api/popular", headers={"Origin": ALLOWED, **preflight})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == ALLOWED
+    refused = httpx.options(api + "/api/popular", headers={"Origin": STRANGER, **preflight})
+    assert (refused.status_code, refused.text) == (400, "Disallowed CORS origin")
+    assert "access-control-allow-origin" not in refused.headers
+    simple = httpx.get(api + "/api/popular", headers={"Origin": STRANGER})
+    assert simple.status_code == 200 and "access-control-allow-origin" not in simple.headers
+    assert httpx.get(api + "/api/popular", headers={"Origin": ALLOWED}).headers["access-control-allow-origin"] == ALLOWED
+
+
+def test_cors_is_off_by_default(stack: Stack) -> None:
+    api = stack.start_api()
+    resp = httpx.get(api + "/api/popular", headers={"Origin": STRANGER})
+    assert resp.status_code == 200 and "access-control-allow-origin" not in resp.headers
+
+
+PRODUCER_KEY, ADMIN_KEY = "producer-key-0123456789", "admin-key-0123456789"
+
+
+def test_no_key_reaches_the_worker_or_api_logs_even_at_debug(stack: Stack) -> None:
+    stack.extra_env = {"producer_api_key": PRODUCER_KEY, "admin_api_key": ADMIN_KEY, "read_api_key": READ_KEY,
+                       "user_token_secret": SECRET}
+    stack.start_worker()
+    api = stack.start_api(EDDY_LOG_LEVEL="debug")
+    event = {"type": "interaction", "event_id": "sec1", "user_id": "ann", "item_id": "i1", "action": "click"}
+    refusals = [
+        (httpx.post(api + "/api/events", json=event, headers={"X-API-Key": "x" + PRODUCER_KEY}),
+         401, "invalid X-API-Key (producer key required)"),
+        (httpx.post(api + "/api/events", json=event, headers={"X-API-Key": READ_KEY}),
+         401, "invalid X-API-Key (producer key required)"),
+        (httpx.post(api + "/api/strategies/d.org/pin", json={"strategy": "rss"}, headers={"X-API-Key": PRODUCER_KEY}),
+         401, "invalid X-API-Key (admin key required)"),
+        (httpx.get(api + "/api/popular", headers={"X-API-Key": ADMIN_KEY}),
+         401, "invalid X-API-Key (read key required)"),
+    ]
+    for resp, status, detail in refusals:
+        assert (resp.status_code, resp.json()) == (status, {"detail": detail})
+        assert not any(secret in resp.text for secret in (PRODUCER_KEY, ADMIN_KEY, READ_KEY, SECRET))
+    resp = httpx.post(api + "/api/events", json=event, headers={"X-API-Key": PRODUCER_KEY})
+    assert resp.status_code == 202
+    httpx.get(api + "/api/users/ann/profile", headers=bearer("ann"))
+    stack.wait_applied("interactions", 1)
+    logs = {path.name: path.read_text() for path in stack.children.log_dir.glob("*.log")}
+    assert set(logs) == {"worker.log", "api.log"}
+    for name, text in logs.items():
+        for secret in (PRODUCER_KEY, ADMIN_KEY, READ_KEY, SECRET):
+            assert secret not in text, f"a secret is in {name}"
+
+
+def test_admin_endpoints_are_off_without_an_admin_key(stack: Stack) -> None:
+    api = stack.start_api()
+    resp = httpx.post(api + "/api/strategies/d.org/pin", json={"strategy": "rss"}, headers={"X-API-Key": "anything"})
+    assert (resp.status_code, resp.json()) == (
+        403, {"detail": "admin endpoints are disabled: set EDDY_ADMIN_API_KEY to enable them"})
