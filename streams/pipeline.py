@@ -34,7 +34,7 @@ from streams.coalesce import APPLY_SCRIPT, Coalescer, encode_commands
 
 log = logging.getLogger(__name__)
 
-REDIS_RETRY_MAX_S = 30.0
+REDIS_RETRY_MAX_S = 2.0  # a Redis back after an outage is used within 2 s
 
 
 class Record(Protocol):
