@@ -182,6 +182,10 @@ class RecommenderService:
 
     def learn_item(self, event: Any) -> None:
         """Teach every version one item event of the catalogue."""
+        # The stream's time moves with items too (never past the wall clock): lists
+        # refreshed for a new item are computed at a time it exists, even when no
+        # interaction has come since.
+        self.clock = max(self.clock, min(event.ts or 0.0, time.time()))
         for version in self.versions.values():
             learn_event(version.model, event)
         learn_event(self.baseline, event)

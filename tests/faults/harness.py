@@ -206,14 +206,15 @@ def check_ledger(rig: Rig, accepted: list[dict]) -> Check:
     dup = sum(max(0, user_got[k] - user_truth[k]) for k in user_got | user_truth)
     dup += sum(max(0, item_got[k] - item_truth[k]) for k in item_got | item_truth)
 
-    buckets = [k for k in redis.scan_iter(match=f"{keys.prefix}seen:*", count=1000)]
+    # The dedupe buckets: hashes of event id -> where it was read (keys.seen_bucket).
+    buckets = [k for k in redis.scan_iter(match=keys.seen_bucket(0).rsplit(":", 1)[0] + ":*", count=1000)]
     ids = [e["event_id"] for e in accepted]
     known = [False] * len(ids)
     for bucket in buckets:
         for first in range(0, len(ids), 5000):
-            flags = redis.smismember(bucket, ids[first:first + 5000])
-            for i, flag in enumerate(flags):
-                known[first + i] = known[first + i] or bool(flag)
+            found = redis.hmget(bucket, ids[first:first + 5000])
+            for i, where in enumerate(found):
+                known[first + i] = known[first + i] or where is not None
     return Check(
         missing=missing,
         duplicate_effects=dup,

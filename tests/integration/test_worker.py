@@ -115,6 +115,15 @@ TOPICS = ["items", "interactions", "scrape-attempts", "bids"]
 def state(stack: Stack) -> dict:
     dump = stack.dump()
     dump.pop(stack.keys.workers)  # which processes ran, not what the events did
+    for per_process in (stack.keys.models, stack.keys.registry, stack.keys.bid_models):
+        dump.pop(per_process, None)  # each worker's own figures, one field per process
+    for key, value in dump.items():
+        if key.startswith(stack.keys.prefix + "recs:"):
+            # A worker that rebuilds its model from the log (a new group) writes the same
+            # lists again: same items, scores and reasons, a later computed_at.
+            doc = orjson.loads(value)
+            doc.pop("computed_at")
+            dump[key] = doc
     return dump
 
 
