@@ -246,21 +246,32 @@ class WorkerContext:
         ranges = {p: (gate.gate(p), first) for p, first in firsts.items() if gate.gate(p) < first}
         if not ranges:
             return
-        started, read, learned = time.perf_counter(), 0, 0
-        async for chunk in read_ranges(self.settings, topic_name, ranges):
-            decoded = decode_batch(chunk, allowed_types=allowed, max_bytes=self.settings.max_event_bytes)
-            events = [event for event, _ in decoded.events]
-            learned += await learn_batch(
-                self.redis, self.keys, events, wheres_of(decoded.events), learning,
-                dedupe_ttl_s=self.settings.dedupe_ttl_s,
-            )
-            gate.advance(chunk)
-            read += len(chunk)
+        started = time.perf_counter()
+        read, learned = await self.relearn(topic_name, allowed, ranges, learning, gate)
         for p, first in firsts.items():
             gate.next[p] = max(gate.gate(p), first)
         metrics.CATCH_UP_RECORDS.labels(topic_name).inc(read)
         log.info("caught up %s %s: %d records, %d events learned in %.1fs", topic_name,
                  {p: list(r) for p, r in ranges.items()}, read, learned, time.perf_counter() - started)
+
+
+    async def relearn(
+        self, topic_name: str, allowed: frozenset[str], ranges: dict[int, tuple[int, int | None]],
+        learning: Learning, gate: OffsetGate | None = None,
+    ) -> tuple[int, int]:
+        """Teach ``learning`` the records of ``ranges`` again, from the log: Redis applied
+        them already, so nothing is written. Returns (records read, events learned)."""
+        read = learned = 0
+        async for chunk in read_ranges(self.settings, topic_name, ranges):
+            decoded = decode_batch(chunk, allowed_types=allowed, max_bytes=self.settings.max_event_bytes)
+            learned += await learn_batch(
+                self.redis, self.keys, [event for event, _ in decoded.events], wheres_of(decoded.events), learning,
+                dedupe_ttl_s=self.settings.dedupe_ttl_s,
+            )
+            if gate is not None:
+                gate.advance(chunk)
+            read += len(chunk)
+        return read, learned
 
 
 def create_app(settings: Settings) -> faust.App:

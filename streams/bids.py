@@ -47,11 +47,10 @@ from schemas.events import encode_event
 from schemas.keys import Keys
 from schemas.settings import Settings
 from schemas.topics import ALERTS, BIDS
-from streams import metrics
 from streams.alerting import alert_event, model_health_from
 from streams.app import OffsetGate
 from streams.pipeline import Effects, Rejected, with_redis_retry
-from streams.snapshots import SnapshotMeta, SnapshotStore, config_hash
+from streams.snapshots import SnapshotMeta, SnapshotStore, config_hash, write
 
 log = logging.getLogger(__name__)
 
@@ -306,9 +305,7 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
             if not service.restored or not service.learned_since_snapshot:
                 return
             meta, body = service.snapshot(bids_topic)
-        with metrics.SNAPSHOT_SECONDS.labels(MODEL).time():
-            await asyncio.to_thread(store.save, meta, body)
-        metrics.SNAPSHOTS.labels(MODEL).inc()
+        await write(store, meta, body)
 
     if ctx.settings.snapshot_interval_s > 0:
         @ctx.app.timer(interval=ctx.settings.snapshot_interval_s)

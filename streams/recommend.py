@@ -59,13 +59,13 @@ from schemas.events import AlertEvent, EventDecodeError, encode_event, validate_
 from schemas.keys import Keys
 from schemas.settings import Settings
 from schemas.topics import ALERTS, INTERACTIONS, TopicSpec
-from streams import metrics
 from streams.alerting import alert_event, model_health_from
 from streams.app import OffsetGate
 from streams.coalesce import APPLY_SCRIPT, encode_commands
 from streams.interactions import apply_user_event
-from streams.pipeline import Effects, with_redis_retry
-from streams.snapshots import SnapshotMeta, SnapshotStore, config_hash
+from streams.pipeline import Effects, Learning, with_redis_retry
+from streams.replay import offsets_at
+from streams.snapshots import SnapshotMeta, SnapshotStore, config_hash, write
 
 log = logging.getLogger(__name__)
 
@@ -522,10 +522,6 @@ class RecommenderService:
 
 
 def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import cycle)
-    from streams.app import wheres_of
-    from streams.pipeline import Learning, decode_batch, learn_batch
-    from streams.replay import read_ranges
-
     service = RecommenderService(ctx.settings)
     store = SnapshotStore(Path(ctx.settings.snapshot_dir) / ctx.settings.consumer_group, keep=ctx.settings.snapshot_keep)
     topic = INTERACTIONS.full_name(ctx.settings)
@@ -569,9 +565,7 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
             if not service.restored or not service.dirty:
                 return
             meta, body = service.snapshot(topic)
-        with metrics.SNAPSHOT_SECONDS.labels(MODEL).time():
-            saved = await asyncio.to_thread(store.save, meta, body)
-        metrics.SNAPSHOTS.labels(MODEL).inc()
+        saved = await write(store, meta, body)
         service.last_snapshot = {"seq": saved.seq, "version": saved.version, "created_at": saved.created_at,
                                  "offsets": saved.offsets, "size": saved.size, "path": saved.path,
                                  "writer": saved.writer, "libraries": saved.libraries}
@@ -584,6 +578,21 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
     @ctx.app.on_before_shutdown.connect
     async def snapshot_on_shutdown(app: Any, **kwargs: Any) -> None:
         await save_snapshot()
+
+    async def learn_catalogue(version: Version, after: str) -> None:
+        """Teach one version the catalogue stream's entries after ``after``, up to where
+        the other versions are."""
+        if service.catalogue_id == "0-0":
+            return
+        for _, fields in await ctx.redis.xrange(ctx.keys.catalogue, min=f"({after}", max=service.catalogue_id):
+            learn_event(version.model, validate_event(orjson.loads(fields[b"item"])))
+
+    async def learn_log(version: Version, ranges: dict[int, tuple[int, int | None]], gate: Any) -> None:
+        """Teach one version the interactions of ``ranges`` from the log."""
+        def learn_into(effects: Effects, event: Any, keys: Keys, where: str) -> None:
+            learn_event(version.model, event)
+
+        await ctx.relearn(topic, frozenset(INTERACTIONS.types), ranges, Learning(learn_into, gate))
 
     async def adopt(name: str) -> bool:
         """Bring a version built elsewhere (``eddy replay``) into this worker: load its
@@ -600,23 +609,11 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
         for user_id in version.model.user_ids():
             if partition_of(user_id.encode(), partitions) not in owned:
                 version.model.forget_user(user_id)
-        # The catalogue it has not seen yet.
-        reply = await ctx.redis.xrange(ctx.keys.catalogue, min=f"({meta.extra.get('catalogue_id', '0-0')}",
-                                       max=service.catalogue_id) if service.catalogue_id != "0-0" else []
-        for _, fields in reply:
-            learn_event(version.model, validate_event(orjson.loads(fields[b"item"])))
-        # The log between its offsets and the workers'.
+        # The catalogue it has not seen yet, and the log between its offsets and the workers'.
+        await learn_catalogue(version, meta.extra.get("catalogue_id", "0-0"))
         its = {int(p): o for p, o in meta.offsets.get(topic, {}).items()}
         ranges = {p: (its.get(p, 0), service.gate.gate(p)) for p in owned if its.get(p, 0) < service.gate.gate(p)}
-
-        def learn_into(effects: Effects, event: Any, keys: Keys, where: str) -> None:
-            learn_event(version.model, event)
-
-        async for chunk in read_ranges(ctx.settings, topic, ranges):
-            decoded = decode_batch(chunk, allowed_types=frozenset(INTERACTIONS.types),
-                                   max_bytes=ctx.settings.max_event_bytes)
-            await learn_batch(ctx.redis, ctx.keys, [e for e, _ in decoded.events], wheres_of(decoded.events),
-                              Learning(learn_into, lambda p: its.get(p, 0)), dedupe_ttl_s=ctx.settings.dedupe_ttl_s)
+        await learn_log(version, ranges, lambda p: its.get(p, 0))
         version.since = {p: o for p, o in its.items() if p in owned and o > service.gate.gate(p)}
         version.origin = "replay"
         service.versions[name] = version
@@ -652,8 +649,6 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
     async def react_to_drift() -> None:
         # Builds the challenger a drift reaction asked for: the whole catalogue, and for a
         # retrain the last EDDY_RETRAIN_WINDOW_S of the log, then it learns with the others.
-        from streams.replay import offsets_at
-
         while True:
             await asyncio.sleep(1.0)
             if not service.grow:
@@ -662,24 +657,12 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
                 reaction, detail = service.grow.pop(0)
                 service.grow.clear()  # one rebuild answers every finding queued meanwhile
                 version = service.fresh_version(reaction)
-                entries = await ctx.redis.xrange(ctx.keys.catalogue, min="-", max=service.catalogue_id) \
-                    if service.catalogue_id != "0-0" else []
-                for _, fields in entries:
-                    learn_event(version.model, validate_event(orjson.loads(fields[b"item"])))
+                await learn_catalogue(version, "0-0")
                 owned = sorted(service.owned or ())
                 if reaction == "challenger" and owned:
                     begin = await offsets_at(ctx.settings, topic, owned, service.clock - ctx.settings.retrain_window_s)
                     ranges = {p: (begin[p], service.gate.gate(p)) for p in owned if begin[p] < service.gate.gate(p)}
-
-                    def learn_into(effects: Effects, event: Any, keys: Keys, where: str, v: Version = version) -> None:
-                        learn_event(v.model, event)
-
-                    async for chunk in read_ranges(ctx.settings, topic, ranges):
-                        decoded = decode_batch(chunk, allowed_types=frozenset(INTERACTIONS.types),
-                                               max_bytes=ctx.settings.max_event_bytes)
-                        await learn_batch(ctx.redis, ctx.keys, [e for e, _ in decoded.events],
-                                          wheres_of(decoded.events), Learning(learn_into, lambda p: 0),
-                                          dedupe_ttl_s=ctx.settings.dedupe_ttl_s)
+                    await learn_log(version, ranges, lambda p: 0)
                 version.since = dict(service.gate.next)
                 service.versions[version.name] = version
                 log.warning("drift reaction %s: challenger %s added (%s)", reaction, version.name, detail)

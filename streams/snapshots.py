@@ -166,6 +166,18 @@ class SnapshotStore:
         return None
 
 
+async def write(store: SnapshotStore, meta: SnapshotMeta, body: bytes) -> SnapshotMeta:
+    """Save off the event loop (a large model takes a while to write), timed and counted."""
+    import asyncio
+
+    from streams import metrics
+
+    with metrics.SNAPSHOT_SECONDS.labels(meta.model).time():
+        saved = await asyncio.to_thread(store.save, meta, body)
+    metrics.SNAPSHOTS.labels(meta.model).inc()
+    return saved
+
+
 def pick(candidates: list[SnapshotMeta], topic: str | None, partitions: set[int]) -> list[SnapshotMeta]:
     """Candidates in the order to try: most partitions in common first, then newest.
 
