@@ -36,9 +36,11 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 from river.feature_extraction import BagOfWords
 
 from online_models.base import ItemInfo, Recommender, Scored
+from online_models.item_table import ItemTable
 from online_models.popularity import Popularity
 
 STOP_WORDS = frozenset(
@@ -136,6 +138,17 @@ class HybridRecommender(Recommender):
         # between two topics): their taste update waits for the item.
         self._early: OrderedDict[str, list[tuple[str, float, float]]] = OrderedDict()
         self.trend = Popularity(half_life_s=trend_half_life_s)
+        # The catalogue again, as arrays for ranking (features, serving state, trend).
+        self._table = ItemTable()
+        self._trend_ref = self.trend.ref
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "_table" not in state:  # pickled before the item table existed: build it
+            self._table = ItemTable()
+            self._trend_ref = self.trend.ref
+            for item_id, feats in self._items.items():
+                self._put_row(item_id, feats, deadline=self.trend.deadline(item_id))
 
     # --- learning -----------------------------------------------------------------------
 
@@ -164,6 +177,7 @@ class HybridRecommender(Recommender):
         self._item_ts.setdefault(item.item_id, item.ts)
         if item.domain:
             self._origin[item.item_id] = item.domain
+        self._put_row(item.item_id, feats, deadline=item.deadline)
         for f in feats:
             if old is not None and f in old:
                 continue
@@ -180,14 +194,40 @@ class HybridRecommender(Recommender):
                     user.taste[f] = user.taste.get(f, 0.0) + weight * x
                 self._trim_taste(user)
 
+    def _put_row(self, item_id: str, feats: dict[str, float], deadline: float | None) -> None:
+        table = self._table
+        r = table.put(item_id, feats, born=self._item_ts[item_id], deadline=deadline)
+        table.trend[r] = self.trend.raw(item_id)
+        table.weight[r] = self.reliability.get(self._origin.get(item_id, ""), 1.0)
+
     def retract_item(self, item_id: str) -> None:
         self.trend.retract_item(item_id)
         self._items.pop(item_id, None)
         self._origin.pop(item_id, None)
+        self._table.retract(item_id)
 
     def set_reliability(self, weights: dict[str, float]) -> None:
         """Down-weight items of unreliable sources: domain -> weight in (0, 1] (1 = trusted)."""
         self.reliability = {d: min(1.0, max(0.0, w)) for d, w in weights.items() if w < 1.0}
+        table = self._table
+        table.weight[: table.n] = 1.0
+        for item_id, domain in self._origin.items():
+            w = self.reliability.get(domain)
+            r = table.row.get(item_id)
+            if w is not None and r is not None:
+                table.weight[r] = w
+
+    def _sync_trend(self, item_id: str) -> None:
+        """Copies the trending model's raw score of an item into the table."""
+        table, trend = self._table, self.trend
+        if trend.ref != self._trend_ref:  # rebased: every raw score was rescaled
+            self._trend_ref = trend.ref
+            for other, r in table.row.items():
+                table.trend[r] = trend.raw(other)
+            return
+        r = table.row.get(item_id)
+        if r is not None:
+            table.trend[r] = trend.raw(item_id)
 
     def _user(self, user_id: str) -> _User:
         user = self._users.get(user_id)
@@ -216,6 +256,7 @@ class HybridRecommender(Recommender):
             return
         user = self._user(user_id)
         self.trend.learn_interaction(user_id, item_id, signal, ts)
+        self._sync_trend(item_id)
         previous = user.seen.get(item_id)
         # Remember the strongest positive, or the latest negative: a like after an
         # impression is a like; a hide after a click is a hide.
@@ -290,83 +331,92 @@ class HybridRecommender(Recommender):
     def n_users(self) -> int:
         return len(self._users)
 
-    def _servable(self, item_id: str, now: float) -> bool:
-        return item_id in self._items and self._item_ts[item_id] <= now and self.trend.servable(item_id, now)
-
     def rank(self, user_id: str, k: int, now: float, exclude: Iterable[str] = ()) -> list[Scored]:
+        table = self._table
+        if not table.n or k <= 0:
+            return []
         user = self._users.get(user_id)
         excluded = set(exclude)
         if user is not None:
             # Dislikes and hides, not mere ignored impressions.
             excluded.update(i for i, s in user.seen.items() if s <= -1)
-        items, servable = self._items, self.trend.servable
-        collab: dict[str, float] = {}
+        # Candidates: what the user's recent positives co-engage with, the newest items of
+        # their strongest taste features, and what trends; all must be servable now (an
+        # item exists from its event time on, so a replay that knows the whole catalogue
+        # never serves an item before it was published).
+        eligible = table.eligible(now)
+        eligible[table.rows_of(excluded)] = False
+        pool = np.zeros(table.n, dtype=bool)
+        collab_of = np.zeros(table.n)
         because: dict[str, tuple[float, str]] = {}
-        pool: set[str] = set()
         taste: dict[str, float] = {}
         if user is not None:
-            engaged = self._engaged
-            for source, signal, ts in user.recent:
-                weight = signal * 2.0 ** (-max(0.0, now - ts) / self.half_life_s) / math.sqrt(engaged.get(source, 1.0))
-                for other, co in self._co.get(source, {}).items():
-                    vote = weight * co / math.sqrt(engaged.get(other, 1.0))
-                    collab[other] = collab.get(other, 0.0) + vote
-                    if vote > because.get(other, (0.0, ""))[0]:
-                        because[other] = (vote, source)
-            pool.update(collab)
+            collab = self._collab(user, now, because)
+            if collab:
+                rows = table.rows_of(collab)
+                collab_of[rows] = [collab[table.ids[r]] for r in rows]
+                pool[rows] = True
             taste = self._current_taste(user, now)
+            row = table.row.__getitem__  # every indexed item has a row
             for f, _ in heapq.nlargest(8, taste.items(), key=lambda kv: kv[1]):
-                pool.update(self._index.get(f, ()))
-        pool.update(i for i, _ in self.trend.top(max(50, 2 * k), now, excluded))
-        # An item exists from its event time on: a replay that knows the whole catalogue
-        # must not serve items before they were published.
-        born = self._item_ts
-        candidates = [i for i in pool if i not in excluded and i in items and born[i] <= now and servable(i, now)]
-        if not candidates:
+                pool[list(map(row, self._index.get(f, ())))] = True
+        trend_raw = np.where(eligible, table.trend[: table.n], 0.0)
+        m = max(50, 2 * k)
+        if table.n > m:
+            threshold = np.partition(trend_raw, table.n - m)[table.n - m]
+            pool |= trend_raw >= max(threshold, np.finfo(float).tiny)  # ties at the edge all enter
+        else:
+            pool |= trend_raw > 0
+        rows = np.flatnonzero(pool & eligible)
+        if not len(rows):
             return []
-        content = {}
+        c = collab_of[rows]
+        c = np.maximum(c / (float(c.max()) or 1.0), -1.0)
+        t = np.log1p(table.trend[rows] * self.trend.factor(now))
+        t = t / (float(t.max()) or 1.0)
         if taste:
-            get = taste.get
-            for i in candidates:
-                total = 0.0
-                for f, x in items[i].items():
-                    w = get(f)
-                    if w is not None:
-                        total += w * x
-                content[i] = total
-        log_score = self.trend.log_score
-        trend = {i: log_score(i, now) for i in candidates}
-        top_collab = max((collab.get(i, 0.0) for i in candidates), default=0.0) or 1.0
-        top_content = max(content.values(), default=0.0) or 1.0
-        top_trend = max(trend.values(), default=0.0) or 1.0
-        reliability, origin = self.reliability, self._origin
-        scored = []
-        for i in candidates:
-            c = max(collab.get(i, 0.0) / top_collab, -1.0)
-            t = trend[i] / top_trend
-            m = max(content.get(i, 0.0) / top_content, -1.0)
-            age = max(0.0, now - self._item_ts.get(i, now))
-            m_pos = m if m > 0 else 0.0
-            total = (
-                self.w_collab * c + self.w_content * m + self.w_trend * t
-                + self.w_match * m_pos * t
-                + self.w_fresh * m_pos * 2.0 ** (-age / self.fresh_half_life_s)
-            )
-            if reliability and total > 0:
-                total *= reliability.get(origin.get(i, ""), 1.0)
-            scored.append((total, i, c, m, t, m_pos, age))
-        best = heapq.nlargest(k, scored, key=lambda row: (row[0], row[1]))
+            m_ = table.content(rows, table.dense(taste))
+            m_ = np.maximum(m_ / (float(m_.max()) or 1.0), -1.0)
+        else:
+            m_ = np.zeros(len(rows))
+        m_pos = np.maximum(m_, 0.0)
+        fresh = np.exp2(-np.maximum(0.0, now - table.born[rows]) / self.fresh_half_life_s)
+        parts = {
+            "collab": self.w_collab * c,
+            "content": self.w_content * m_,
+            "trend": self.w_trend * t,
+            "match": self.w_match * m_pos * t,
+            "fresh": self.w_fresh * m_pos * fresh,
+        }
+        total = parts["collab"] + parts["content"] + parts["trend"] + parts["match"] + parts["fresh"]
+        if self.reliability:
+            total = np.where(total > 0, total * table.weight[rows], total)
+        if len(rows) > k:
+            kth = np.partition(total, len(rows) - k)[len(rows) - k]
+            chosen = np.flatnonzero(total >= kth)  # ties at the edge are settled by item id below
+        else:
+            chosen = np.arange(len(rows))
+        ids = table.ids
+        best = sorted(((float(total[j]), ids[rows[j]], j) for j in chosen), reverse=True)[:k]
         out = []
-        for total, i, c, m, t, m_pos, age in best:
-            contributions = {
-                "collab": self.w_collab * c,
-                "content": self.w_content * m,
-                "trend": self.w_trend * t,
-                "match": self.w_match * m_pos * t,
-                "fresh": self.w_fresh * m_pos * 2.0 ** (-age / self.fresh_half_life_s),
-            }
-            out.append(Scored(i, round(total, 6), self._reason(i, contributions, because, user), contributions))
+        for score, item_id, j in best:
+            contributions = {name: float(values[j]) for name, values in parts.items()}
+            out.append(Scored(item_id, round(score, 6), self._reason(item_id, contributions, because, user), contributions))
         return out
+
+    def _collab(self, user: _User, now: float, because: dict[str, tuple[float, str]]) -> dict[str, float]:
+        """Votes of the user's recent positives for their co-engaged items (cosine-like),
+        and in ``because`` the positive that voted most for each."""
+        engaged, co = self._engaged, self._co
+        collab: dict[str, float] = {}
+        for source, signal, ts in user.recent:
+            weight = signal * 2.0 ** (-max(0.0, now - ts) / self.half_life_s) / math.sqrt(engaged.get(source, 1.0))
+            for other, pair in co.get(source, {}).items():
+                vote = weight * pair / math.sqrt(engaged.get(other, 1.0))
+                collab[other] = collab.get(other, 0.0) + vote
+                if vote > because.get(other, (0.0, ""))[0]:
+                    because[other] = (vote, source)
+        return collab
 
     def _current_taste(self, user: _User, now: float) -> dict[str, float]:
         if not user.taste:

@@ -69,6 +69,24 @@ class Popularity(Recommender):
             return
         self._scores[item_id] = self._scores.get(item_id, 0.0) + self._boost(ts)
 
+    @property
+    def ref(self) -> float:
+        """The time raw scores are expressed at (moves only when they are rebased)."""
+        return self._ref
+
+    def raw(self, item_id: str) -> float:
+        """An item's score in units of weight at :attr:`ref` (``score`` = raw × ``factor``)."""
+        return self._scores.get(item_id, 0.0)
+
+    def factor(self, now: float) -> float:
+        """Decay from :attr:`ref` to ``now``: the same for every item."""
+        if self.half_life_s is None:
+            return 1.0
+        return 2.0 ** ((self._ref - now) / self.half_life_s)
+
+    def deadline(self, item_id: str) -> float | None:
+        return self._deadlines.get(item_id)
+
     def score(self, item_id: str, now: float) -> float:
         """Decayed count at ``now`` (plain count without a half-life)."""
         raw = self._scores.get(item_id, 0.0)
@@ -83,22 +101,23 @@ class Popularity(Recommender):
     def top(self, n: int, now: float, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         """The n best (item, score) pairs, servable and not excluded."""
         excluded = set(exclude)
-        # Keys ranked by a C-level lookup: no Python call per item.
-        best = heapq.nlargest(n + len(excluded) + 16, self._scores, key=self._scores.__getitem__)
-        out = []
-        for item_id in best:
-            if item_id in excluded or not self.servable(item_id, now):
-                continue
-            out.append((item_id, self.score(item_id, now)))
-            if len(out) == n:
-                break
-        if len(out) < n and len(best) < len(self._scores):
-            # Many exclusions or expiries: fall back to a full pass.
-            ranked = sorted(self._scores.items(), key=lambda kv: kv[1], reverse=True)
-            out = [
-                (i, self.score(i, now)) for i, _ in ranked if i not in excluded and self.servable(i, now)
-            ][:n]
-        return out
+        scores = self._scores
+        width = n + len(excluded) + 16
+        while True:
+            # Keys ranked by a C-level lookup: no Python call per item. Expired items pile
+            # up at the top of an old stream's counts, so the window widens until it holds
+            # n servable items or every item.
+            best = heapq.nlargest(width, scores, key=scores.__getitem__)
+            out = []
+            for item_id in best:
+                if item_id in excluded or not self.servable(item_id, now):
+                    continue
+                out.append((item_id, self.score(item_id, now)))
+                if len(out) == n:
+                    return out
+            if len(best) == len(scores):
+                return out
+            width *= 4
 
     def rank(self, user_id: str, k: int, now: float, exclude: Iterable[str] = ()) -> list[Scored]:
         reason = "trending" if self.half_life_s else "popular"
