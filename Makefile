@@ -32,6 +32,8 @@ integration: install
 
 ## Benchmarks, each beside its baseline in the same run; figures go to docs/benchmarks.md.
 bench: install
+	@# The serving benchmark loads the API with wrk (C, one thread), not a Python client.
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(PY) -m tests.benchmarks.run --write docs/benchmarks.md
 	$(PY) -m tests.benchmarks.recs_bench --append docs/benchmarks.md
 	$(PY) -m tests.benchmarks.scraping_bench --append docs/benchmarks.md

@@ -13,17 +13,56 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import ORJSONResponse
 from limits import parse as parse_limit
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import rate_limit
 from api.metrics import REQUEST_SECONDS
 from api.monitor import KafkaMonitor
 from api.producer import EventProducer
-from api.routes import bids, dashboard, events, health, models, reads, recommendations, scraping, ui
+from api.routes import (
+    bids,
+    dashboard,
+    events,
+    health,
+    models,
+    reads,
+    recommendations,
+    scraping,
+    ui,
+)
 from api.stale import LastGood
 from schemas.keys import Keys
 from schemas.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+
+class RequestTimer:
+    """Times every request per route template and status (a plain ASGI middleware: the
+    ``@app.middleware("http")`` kind runs each request through a task and memory streams,
+    which cost more than a read of the read model itself)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            route = scope.get("route")
+            REQUEST_SECONDS.labels(getattr(route, "path", "unmatched"), status).observe(time.perf_counter() - start)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -59,15 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["X-API-Key", "Content-Type"],
         )
 
-    @app.middleware("http")
-    async def time_requests(request: Request, call_next):  # noqa: ANN001, ANN202
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        REQUEST_SECONDS.labels(getattr(route, "path", "unmatched"), response.status_code).observe(
-            time.perf_counter() - start
-        )
-        return response
+    app.add_middleware(RequestTimer)
 
     @app.exception_handler(RequestValidationError)
     async def readable_422(request: Request, exc: RequestValidationError) -> ORJSONResponse:

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
 
     # --- Worker ------------------------------------------------------------------------
     batch_max: int = Field(500, ge=1, le=5_000, description="Most records a worker agent applies in one batch.")
+    batch_max_bytes: int = Field(
+        1_048_576,
+        ge=1_024,
+        description="Most bytes of records a worker agent applies in one batch (an envelope holds many events, "
+        "so a record count alone let one batch hold 32,000 events and block Redis for 0.6 s).",
+    )
     batch_linger_s: float = Field(
         0.002, ge=0, le=1, description="Pause before flushing a batch the input queue left short."
     )

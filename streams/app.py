@@ -159,9 +159,12 @@ class WorkerContext:
             # and a lone event is written at once.
             manual = stream.noack()
             batch: list[faust.EventT] = []
+            size = 0
             async for _ in manual:
-                batch.append(manual.current_event)
-                full = len(batch) >= settings.batch_max
+                event = manual.current_event
+                batch.append(event)
+                size += len(event.message.value or b"")
+                full = len(batch) >= settings.batch_max or size >= settings.batch_max_bytes
                 if not full and manual.channel.empty() and settings.batch_linger_s > 0:
                     # The fetcher hands records over a few at a time; a short pause lets
                     # the next ones arrive, so the two Redis round trips of a batch are
@@ -175,7 +178,7 @@ class WorkerContext:
                             await self.handle(batch, allowed, effect, topic_name, finish, emit, learn, gate)
                     for done in batch:
                         await manual.ack(done)
-                    batch = []
+                    batch, size = [], 0
 
         agent.__name__ = agent.__qualname__ = name
         self.app.agent(

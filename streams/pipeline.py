@@ -354,7 +354,7 @@ async def apply_batch(
     # Counted in the same atomic call as the effects, so it is exact under redelivery.
     commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(fresh_events) - len(rejected)))
     payload = encode_commands(commands)
-    await with_redis_retry("apply", lambda: redis.eval(APPLY_SCRIPT, 0, payload))
+    await with_redis_retry("apply", lambda: redis.eval(APPLY_SCRIPT, 0, *payload))
     result.applied = len(fresh_events) - len(rejected)
     result.rejected = len(rejected)
     return result

@@ -691,6 +691,6 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
                 commands = service.refresh_commands(ctx.keys)
                 for first in range(0, len(commands), 500):
                     payload = encode_commands(commands[first : first + 500])
-                    await with_redis_retry("refresh", lambda p=payload: ctx.redis.eval(APPLY_SCRIPT, 0, p))
+                    await with_redis_retry("refresh", lambda p=payload: ctx.redis.eval(APPLY_SCRIPT, 0, *p))
             # Between slices the agent takes the lock; a round done, wait for the next change.
             await asyncio.sleep(0.005 if service.refresh_queue else ctx.settings.refresh_interval_s)

@@ -7,7 +7,7 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import ORJSONResponse
 from ulid import ULID
 
@@ -15,15 +15,12 @@ from api.deps import (
     KeysDep,
     ProducerDep,
     RedisDep,
-    SettingsDep,
     require_producer_key,
     require_read_key,
     require_user_access,
 )
 from api.producer import ProducerUnavailable
 from api.routes.reads import ACTIONS, IdPath, decode_hash, read_model
-from api.stale import LastGoodDep
-from online_models.base import Scored
 from online_models.diversity import diversify
 from schemas.events import ID_PATTERN, MAX_ID_LENGTH, UserDeletedEvent
 
@@ -42,22 +39,26 @@ def split_ids(raw: str | None, field: str, limit: int) -> list[str]:
     return ids
 
 
+def _category(entry: dict[str, Any]) -> str | None:
+    return (entry.get("item") or {}).get("category")
+
+
+def _source(entry: dict[str, Any]) -> str | None:
+    item = entry.get("item") or {}
+    return item.get("source") or item.get("domain")
+
+
 def _serve(
     doc: dict[str, Any], k: int, exclude: set[str], category: str | None, max_share: float
 ) -> list[dict[str, Any]]:
     """Filter the stored ranking, then apply the diversity guard at the served length."""
-    entries = {
-        e["item_id"]: e
-        for e in doc["items"]
-        if e["item_id"] not in exclude and (category is None or e.get("item", {}).get("category") == category)
-    }
-    ranked = [Scored(i, e["score"]) for i, e in entries.items()]
-    facets = [] if category is not None else [
-        lambda i: entries[i].get("item", {}).get("category"),
-        lambda i: entries[i].get("item", {}).get("source") or entries[i].get("item", {}).get("domain"),
-    ]
-    chosen = diversify(ranked, k, max_share, facets)
-    return [{**entries[s.item_id], "position": n} for n, s in enumerate(chosen)]
+    entries = doc["items"]
+    if exclude or category is not None:
+        entries = [
+            e for e in entries if e["item_id"] not in exclude and (category is None or _category(e) == category)
+        ]
+    chosen = diversify(entries, k, max_share, [] if category is not None else [_category, _source])
+    return [{**e, "position": n} for n, e in enumerate(chosen)]
 
 
 def _cold_start(popular: bytes | None) -> dict[str, Any]:
@@ -75,10 +76,7 @@ def _cold_start(popular: bytes | None) -> dict[str, Any]:
 
 @router.get("/recommendations", dependencies=[Depends(require_read_key), Depends(require_user_access)])
 async def get_recommendations(
-    settings: SettingsDep,
-    redis: RedisDep,
-    last_good: LastGoodDep,
-    keys: KeysDep,
+    request: Request,
     user_id: UserQuery,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
     exclude: IdList | None = None,
@@ -88,6 +86,9 @@ async def get_recommendations(
 
     While Redis is away, the last list this process served (or the cold-start list) comes
     back with ``"stale": true`` instead of a 503."""
+    # The hot path: app state read directly rather than through four dependencies.
+    state = request.app.state
+    settings, redis, last_good, keys = state.settings, state.redis, state.last_good, state.keys
     excluded = set(split_ids(exclude, "exclude", 500))
     doc, stale = await last_good.get(redis, keys.recs(user_id))
     cold = doc is None

@@ -14,12 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -83,26 +87,48 @@ async def freshness(api: str, users: list[str], items: list[str], load: list[dic
     return latencies
 
 
-async def _get_load(url: str, concurrency: int, seconds: float, rate: float | None = None) -> tuple[int, list[float]]:
-    ok, latencies = 0, []
-    stop_at = time.perf_counter() + seconds
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
-        async def one(i: int) -> None:
-            nonlocal ok
-            n = 0
-            started = time.perf_counter()
-            while time.perf_counter() < stop_at:
-                t = time.perf_counter()
-                resp = await client.get(url)
-                latencies.append(time.perf_counter() - t)
-                ok += resp.status_code == 200
-                n += 1
-                if rate:
-                    ahead = n / (rate / concurrency) - (time.perf_counter() - started)
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-        await asyncio.gather(*(one(i) for i in range(concurrency)))
-    return ok, latencies
+def wrk_peak(url: str, connections: int, seconds: float) -> float:
+    """Requests/s of ``url`` under ``wrk`` (a C load generator on one thread: a Python
+    client on these two cores measured itself, 800 requests/s even for a constant body)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed for the serving benchmark: `make bench` installs it (apt-get install wrk)")
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", url], capture_output=True, text=True, check=True
+    ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"errors under load:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+async def paced_latencies(url: str, rate: float, seconds: float, connections: int = 8) -> list[float]:
+    """Open-loop latencies at ``rate`` requests/s: request i is due at start + i/rate, and
+    its latency runs from when it was due (so a stalled server is charged for the
+    requests queued behind it). A raw keep-alive HTTP/1.1 client: a few tens of
+    microseconds of client time per request."""
+    parts = urlsplit(url)
+    request = f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
+    latencies: list[float] = []
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.2
+
+    async def connection(c: int) -> None:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        for i in range(c, total, connections):
+            due = start + i / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"not 200: {head[:60]!r}")
+            length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - due)
+        writer.close()
+
+    await asyncio.gather(*(connection(c) for c in range(connections)))
+    return latencies
 
 
 def main() -> None:
@@ -168,10 +194,11 @@ def main() -> None:
                  "--no-access-log", "--port", str(bare_port)],
             )
             wait_for_port(bare_port, proc=bare)
-            eddy_ok, _ = asyncio.run(_get_load(f"{api}/api/recommendations?user_id={user}&k=10", 8, args.seconds))
-            bare_ok, _ = asyncio.run(_get_load(f"http://127.0.0.1:{bare_port}/constant", 8, args.seconds))
-            peak = eddy_ok / args.seconds
-            _, lat = asyncio.run(_get_load(f"{api}/api/recommendations?user_id={user}&k=10", 8, args.seconds, rate=peak / 2))
+            time.sleep(2.0)  # the freshness load drained
+            eddy_url = f"{api}/api/recommendations?user_id={user}&k=10"
+            bare_rps = wrk_peak(f"http://127.0.0.1:{bare_port}/constant", 8, args.seconds)
+            peak = wrk_peak(eddy_url, 8, args.seconds)
+            lat = asyncio.run(paced_latencies(eddy_url, peak / 2, args.seconds))
         finally:
             children.stop()
     finite = [x for x in fresh if x != float("inf")]
@@ -189,15 +216,16 @@ def main() -> None:
             f"| POST → fresh list readable | {statistics.median(finite) * 1000:,.0f} ms | "
             f"{quantile(fresh, 0.99) * 1000:,.0f} ms | {len(fresh) - len(finite)} |" if finite else "| none answered | | | |",
             "",
-            f"Serving: GET, 8 connections, {args.seconds:.0f} s, one uvicorn worker.",
+            f"Serving: peak requests/s from `wrk -t1 -c8 -d{args.seconds:.0f}s`, one uvicorn worker each.",
             "",
             "| endpoint | requests/s |",
             "|---|---:|",
-            f"| bare FastAPI endpoint, constant body (baseline) | {bare_ok / args.seconds:,.0f} |",
-            f"| **Eddy** GET /api/recommendations (one Redis read) | **{peak:,.0f}** ({peak / (bare_ok / args.seconds):.0%}) |",
+            f"| bare FastAPI endpoint, constant body (baseline) | {bare_rps:,.0f} |",
+            f"| **Eddy** GET /api/recommendations (one Redis read) | **{peak:,.0f}** ({peak / bare_rps:.0%}) |",
             "",
             f"At half of Eddy's peak ({peak / 2:,.0f}/s): p50 {statistics.median(lat) * 1000:.1f} ms, "
-            f"p99 {quantile(lat, 0.99) * 1000:.1f} ms (measured by the client, same machine).",
+            f"p99 {quantile(lat, 0.99) * 1000:.1f} ms over {len(lat):,} requests (open loop: each request's latency runs "
+            "from when it was due; a raw keep-alive client on 8 connections, same machine).",
             "",
             "Memory: Redis holds "
             f"{per_user_redis / 1024:.1f} KiB per user (ready list of {Settings().recs_k} items with their fields, "
@@ -208,9 +236,8 @@ def main() -> None:
             "",
             "Against issue 3's goals: freshness p99 ≤ 100 ms at 500 interactions/s — "
             f"{'met' if finite and quantile(fresh, 0.99) <= 0.1 else 'not met'}; GET ≥ 70% of the bare endpoint — "
-            f"{'met' if peak >= 0.7 * bare_ok / args.seconds else 'not met'}; p99 ≤ 10 ms at half the peak — "
-            f"{'met' if quantile(lat, 0.99) <= 0.01 else 'not met'}. The worker re-ranks each touched user in pure "
-            "Python; the GET figures come from a Python client on the same two cores.",
+            f"{'met' if peak >= 0.7 * bare_rps else 'not met'}; p99 ≤ 10 ms at half the peak — "
+            f"{'met' if quantile(lat, 0.99) <= 0.01 else 'not met'}.",
             "",
         ]
     )

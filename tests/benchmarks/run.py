@@ -317,19 +317,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rec-events", type=int, default=20_000)
     parser.add_argument("--write", type=Path, help="write the markdown report here")
-    parser.add_argument("--only", choices=["worker", "api"], help="run one part (report not written)")
+    parser.add_argument("--only", choices=["worker", "recs", "api"], help="run one part (report not written)")
     parser.add_argument("--logs", type=Path, default=Path(".eddy/bench"), help="child process logs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         children = Children(log_dir=args.logs)
         try:
             base = start_backends(children, Path(tmp))
-            if args.only != "api":
+            if args.only in (None, "worker"):
                 worker = bench_worker(children, base, args.events)
                 print("worker", worker, flush=True)
+            if args.only in (None, "recs"):
                 recs = bench_recs(children, base, args.rec_events)
                 print("recs", recs, flush=True)
-            if args.only != "worker":
+            if args.only in (None, "api"):
                 api = bench_api(children, base, args.seconds)
                 print("api", api, flush=True)
             if args.only:

@@ -73,5 +73,5 @@ def test_coalesced_writes_equal_sequential_writes(redis_url: str, calls, preexis
     run(r, a, calls)
     coalescer = Coalescer()
     run(coalescer, b, calls)
-    r.eval(APPLY_SCRIPT, 0, encode_commands(coalescer.commands()))
+    r.eval(APPLY_SCRIPT, 0, *encode_commands(coalescer.commands()))
     assert snapshot(r, b) == snapshot(r, a)
