@@ -353,9 +353,12 @@ class HybridRecommender(Recommender):
         if user is not None:
             collab = self._collab(user, now, because)
             if collab:
-                rows = table.rows_of(collab)
-                collab_of[rows] = [collab[table.ids[r]] for r in rows]
-                pool[rows] = True
+                get = table.row.get
+                known = [(r, v) for i, v in collab.items() if (r := get(i)) is not None]
+                if known:
+                    rows, votes = zip(*known)
+                    collab_of[list(rows)] = votes
+                    pool[list(rows)] = True
             taste = self._current_taste(user, now)
             row = table.row.__getitem__  # every indexed item has a row
             for f, _ in heapq.nlargest(8, taste.items(), key=lambda kv: kv[1]):
@@ -374,8 +377,9 @@ class HybridRecommender(Recommender):
         c = np.maximum(c / (float(c.max()) or 1.0), -1.0)
         t = np.log1p(table.trend[rows] * self.trend.factor(now))
         t = t / (float(t.max()) or 1.0)
+        dense = table.dense(taste) if user is not None else None
         if taste:
-            m_ = table.content(rows, table.dense(taste))
+            m_ = table.content(rows, dense)
             m_ = np.maximum(m_ / (float(m_.max()) or 1.0), -1.0)
         else:
             m_ = np.zeros(len(rows))
@@ -397,11 +401,15 @@ class HybridRecommender(Recommender):
         else:
             chosen = np.arange(len(rows))
         ids = table.ids
-        best = sorted(((float(total[j]), ids[rows[j]], j) for j in chosen), reverse=True)[:k]
+        best = sorted(zip(total[chosen].tolist(), [ids[r] for r in rows[chosen].tolist()], chosen.tolist()), reverse=True)[:k]
+        picked = np.array([j for _, _, j in best], dtype=np.int64)
+        columns = {name: values[picked].tolist() for name, values in parts.items()}
+        # The feature behind a content reason: the one adding most to the item's match.
+        features = table.best_features(rows[picked], dense) if dense is not None else [None] * len(best)
         out = []
-        for score, item_id, j in best:
-            contributions = {name: float(values[j]) for name, values in parts.items()}
-            out.append(Scored(item_id, round(score, 6), self._reason(item_id, contributions, because, user), contributions))
+        for n, (score, item_id, _) in enumerate(best):
+            contributions = {name: column[n] for name, column in columns.items()}
+            out.append(Scored(item_id, round(score, 6), self._reason(item_id, contributions, because, features[n]), contributions))
         return out
 
     def _collab(self, user: _User, now: float, because: dict[str, tuple[float, str]]) -> dict[str, float]:
@@ -426,16 +434,13 @@ class HybridRecommender(Recommender):
         return {f: v * factor / norm for f, v in user.taste.items()}
 
     def _reason(
-        self, item_id: str, contributions: dict[str, float], because: dict[str, tuple[float, str]], user: _User | None
+        self, item_id: str, contributions: dict[str, float], because: dict[str, tuple[float, str]], feature: str | None
     ) -> str:
-        main = max(contributions, key=lambda n: contributions[n])
+        main = max(contributions, key=contributions.__getitem__)
         if main == "collab" and item_id in because:
             return f"because you liked {because[item_id][1]}"
-        if main in ("content", "fresh", "match") and user is not None:
-            feats = self._items[item_id]
-            taste = user.taste
-            best = max(feats, key=lambda f: taste.get(f, 0.0) * feats[f])
-            kind, _, name = best.partition(":")
+        if main in ("content", "fresh", "match") and feature is not None:
+            kind, _, name = feature.partition(":")
             if main == "match":
                 return f"popular in {name}"
             if contributions.get("fresh", 0.0) >= 0.5 * self.w_fresh > 0:

@@ -38,6 +38,7 @@ class ItemTable:
         # Column 0 is a feature no taste holds: every row gets at least one entry, so that
         # per-row sums (``np.add.reduceat``) never meet an empty row.
         self.col: dict[str, int] = {"": 0}
+        self.names: list[str] = [""]  # column -> feature
         self.n = 0
         self.nnz = 0
         self.born = np.zeros(_FIRST_ROWS)
@@ -62,7 +63,7 @@ class ItemTable:
             return old
         r = self.n
         self._grow_rows(r + 1)
-        entries = [(self.col.setdefault(f, len(self.col)), x) for f, x in feats.items()] or [(0, 0.0)]
+        entries = [(self._column(f), x) for f, x in feats.items()] or [(0, 0.0)]
         self._grow_entries(self.nnz + len(entries))
         for j, (c, x) in enumerate(entries, self.nnz):
             self.indices[j] = c
@@ -84,6 +85,13 @@ class ItemTable:
             self.trend[r] = self.trend[old]
             self.live[old] = False
         return r
+
+    def _column(self, feature: str) -> int:
+        c = self.col.get(feature)
+        if c is None:
+            c = self.col[feature] = len(self.names)
+            self.names.append(feature)
+        return c
 
     def retract(self, item_id: str) -> None:
         r = self.row.get(item_id)
@@ -133,13 +141,36 @@ class ItemTable:
                 vec[c] = w
         return vec
 
-    def content(self, rows: np.ndarray, taste: np.ndarray) -> np.ndarray:
-        """Dot product of each row's features with a dense taste vector."""
+    def _entries(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The CSR entries of ``rows``, row after row: (entries, each row's offset into
+        them, each row's length)."""
         starts = self.indptr[rows]
         lens = self.indptr[rows + 1] - starts
         offsets = np.cumsum(lens) - lens
-        entries = np.arange(int(lens.sum())) + np.repeat(starts - offsets, lens)
+        return np.arange(int(lens.sum())) + np.repeat(starts - offsets, lens), offsets, lens
+
+    def content(self, rows: np.ndarray, taste: np.ndarray) -> np.ndarray:
+        """Dot product of each row's features with a dense taste vector."""
+        entries, offsets, _ = self._entries(rows)
         return np.add.reduceat(self.data[entries] * taste[self.indices[entries]], offsets)
+
+    def best_features(self, rows: np.ndarray, taste: np.ndarray) -> list[str]:
+        """Per row, the feature adding most to its dot product with ``taste`` (the first of
+        the row's features on a tie).
+
+        >>> table = ItemTable()
+        >>> _ = table.put("a", {"cat:x": 0.8, "tag:y": 0.6}, born=0.0, deadline=None)
+        >>> table.best_features(np.array([0]), table.dense({"cat:x": 0.1, "tag:y": 0.9}))
+        ['tag:y']
+        """
+        entries, offsets, lens = self._entries(rows)
+        products = self.data[entries] * taste[self.indices[entries]]
+        top = np.maximum.reduceat(products, offsets)
+        hits = np.flatnonzero(products == np.repeat(top, lens))
+        row_of_hit = np.searchsorted(offsets, hits, side="right") - 1
+        first = hits[np.unique(row_of_hit, return_index=True)[1]]
+        names = self.names
+        return [names[c] for c in self.indices[entries[first]].tolist()]
 
 
 def _resized(array: np.ndarray, size: int, fill: object) -> np.ndarray:
