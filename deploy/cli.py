@@ -20,6 +20,7 @@ import orjson
 import typer
 from rich.console import Console
 
+from deploy.runtime import tune_gc
 from schemas.settings import Settings, get_settings
 
 cli = typer.Typer(
@@ -53,6 +54,7 @@ def worker() -> None:
 
     settings = get_settings()
     _logging(settings)
+    tune_gc()
     ensure_topics(settings)
     app = create_app(settings)
     faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()

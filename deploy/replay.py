@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from deploy.runtime import tune_gc
 from schemas.keys import Keys
 from schemas.settings import Settings
 from schemas.topics import INTERACTIONS, ITEMS
@@ -85,7 +86,10 @@ async def replay_recommender(
     on_records: Callable[[int], None] = lambda n: None,
     on_events: Callable[[int, int], None] = lambda done, total: None,
 ) -> dict[str, Any]:
-    """Rebuild, save and register a new version; returns its figures beside the serving one's."""
+    """Rebuild, save and register a new version; returns its figures beside the serving one's.
+
+    Sets this process's garbage-collection thresholds (:func:`deploy.runtime.tune_gc`)."""
+    tune_gc()
     keys = Keys(settings.redis_prefix)
     redis = aioredis.from_url(settings.redis_url)
     try:

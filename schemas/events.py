@@ -67,12 +67,14 @@ def _timestamp(value: Any) -> Any:
     return value
 
 
+# Constraints before the validator: pydantic then checks them in its core, after the
+# validator has run; the other way round it checks each in Python (a third of decoding).
 Id = Annotated[
     str,
-    BeforeValidator(_id_from_int),
     StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN),
+    BeforeValidator(_id_from_int),
 ]
-Timestamp = Annotated[float, BeforeValidator(_timestamp), Field(ge=0, le=32503680000)]
+Timestamp = Annotated[float, Field(ge=0, le=32503680000), BeforeValidator(_timestamp)]
 ShortText = Annotated[str, StringConstraints(max_length=1_000)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(max_length=50_000)]

@@ -102,7 +102,35 @@ async def _registry(redis: Any, keys: Any) -> dict[str, Any]:
                           "metrics": {"learned": sum(b["learned"] for b in bids),
                                       "auc": newest["model_scores"].get("cumulative", {}).get("roc_auc")}}],
         })
+    strategy = _strategy_entry(await read_model(redis.hgetall(keys.scraping)))
+    if strategy is not None:
+        models.append(strategy)
     return {"models": models}
+
+
+def _strategy_entry(summaries: dict[bytes, bytes]) -> dict[str, Any] | None:
+    """The self-healing scrapers' strategy selector: one per domain, its state in Redis
+    (written with each batch's effects), so it has one version and no snapshot file."""
+    if not summaries:
+        return None
+    domains = [orjson.loads(v) for v in summaries.values()]
+    per_strategy = [s for d in domains for s in d["strategies"].values()]
+    attempts = sum(s["attempts"] for s in per_strategy)
+    successes = sum(s["successes"] for s in per_strategy)
+    return {
+        "name": "strategy", "serving": "v1", "previous": None, "state": "redis",
+        "versions": [{
+            "version": "v1", "variant": "DomainSelector", "origin": "config", "params": {}, "created_at": None,
+            "serving": True, "role": "champion",
+            "metrics": {
+                "domains": len(domains), "attempts": attempts,
+                "success_rate": successes / attempts if attempts else None,
+                "domains_without_working_strategy": sum(bool(d["no_working_strategy"]) for d in domains),
+                "recent_switches": sum(len(d["switches"]) for d in domains),
+                "updated_at": max((d["updated_at"] or 0.0 for d in domains), default=None),
+            },
+        }],
+    }
 
 
 @router.get("/models", dependencies=[Depends(require_read_key)])

@@ -63,6 +63,12 @@ def test_five_failures_in_a_row_give_exactly_one_switch(scraping: Stack) -> None
     only_stats = httpx.get(f"{api}/api/strategies/{DOMAIN}/stats").json()
     assert only_stats == {"domain": DOMAIN, "strategies": doc["strategies"]}
 
+    # The registry lists the selector beside the other models, with the same figures.
+    (selector,) = [m for m in httpx.get(f"{api}/api/models").json()["models"] if m["name"] == "strategy"]
+    metrics = selector["versions"][0]["metrics"]
+    assert (selector["serving"], metrics["domains"], metrics["attempts"], metrics["recent_switches"]) == ("v1", 1, 50, 1)
+    assert metrics["success_rate"] == 35 / 50
+
     report = httpx.get(f"{api}/api/scraping/analytics").json()
     assert report["by_strategy"]["requests"]["attempts"] == 45
     assert report["by_strategy"]["api"]["domains_in_use"] == 1
