@@ -15,9 +15,7 @@ import argparse
 import asyncio
 import random
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ import orjson
 from deploy.processes import Children, free_port, wait_for_port
 from deploy.topics import ensure_topics
 from schemas.settings import Settings
+from tests.benchmarks.load import wrk
 from tests.benchmarks.run import env_of, publish, simulated, start_backends
 
 
@@ -88,16 +87,11 @@ async def freshness(api: str, users: list[str], items: list[str], load: list[dic
 
 
 def wrk_peak(url: str, connections: int, seconds: float) -> float:
-    """Requests/s of ``url`` under ``wrk`` (a C load generator on one thread: a Python
-    client on these two cores measured itself, 800 requests/s even for a constant body)."""
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is needed for the serving benchmark: `make bench` installs it (apt-get install wrk)")
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", url], capture_output=True, text=True, check=True
-    ).stdout
-    if "Non-2xx" in out:
-        raise RuntimeError(f"errors under load:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    """Requests/s of ``url`` under wrk; any answer but 2xx fails the benchmark."""
+    load = wrk(url, seconds, connections=connections)
+    if load.failed:
+        raise RuntimeError(f"{load.failed} failed requests under load at {url}")
+    return load.ok_per_s
 
 
 async def paced_latencies(url: str, rate: float, seconds: float, connections: int = 8) -> list[float]:
