@@ -2,7 +2,8 @@
 vectorised steps instead of a Python loop per item.
 
 One row per version of an item's features: an update that changes them appends a new row
-and retires the old one, so rows stay append-only (the feature matrix is a growing CSR).
+and retires the old one, so rows stay append-only (the feature matrix is a growing CSR);
+once retired rows are a quarter of the table, it is rewritten without them.
 Beside the features, each row holds what decides whether and how the item may be served:
 its event time (it exists from then on), its deadline, whether it is live (known and not
 retracted), its source's reliability weight and its raw trending score.
@@ -41,6 +42,7 @@ class ItemTable:
         self.names: list[str] = [""]  # column -> feature
         self.n = 0
         self.nnz = 0
+        self.retired = 0
         self.born = np.zeros(_FIRST_ROWS)
         self.deadline = np.full(_FIRST_ROWS, np.inf)
         self.live = np.zeros(_FIRST_ROWS, dtype=bool)
@@ -72,7 +74,7 @@ class ItemTable:
         self.indptr[r + 1] = self.nnz
         self.n = r + 1
         self.ids.append(item_id)
-        self.feats.append(dict(feats))
+        self.feats.append(feats)  # the caller's dict, never changed afterwards: not copied
         self.row[item_id] = r
         self.live[r] = True
         if old is None:
@@ -84,7 +86,28 @@ class ItemTable:
             self.weight[r] = self.weight[old]
             self.trend[r] = self.trend[old]
             self.live[old] = False
+            self.retired += 1
+            if self.retired > max(_FIRST_ROWS, self.n // 4):
+                self._compact()
+                return self.row[item_id]
         return r
+
+    def _compact(self) -> None:
+        """Rewrite the table with only each item's current row (a re-scraped item whose text
+        changes daily would otherwise add a row a day)."""
+        keep = np.array(sorted(self.row.values()), dtype=np.int64)
+        entries, _, lens = self._entries(keep)
+        n, nnz = len(keep), len(entries)
+        self.indices = _resized(self.indices[entries], max(nnz, len(self.indices)), 0)
+        self.data = _resized(self.data[entries], max(nnz, len(self.data)), 0.0)
+        self.indptr = _resized(np.concatenate(([0], np.cumsum(lens))), len(self.indptr), 0)
+        for name, fill in (("born", 0.0), ("deadline", np.inf), ("live", False), ("weight", 1.0), ("trend", 0.0)):
+            array = getattr(self, name)
+            setattr(self, name, _resized(array[keep], len(array), fill))
+        self.ids = [self.ids[r] for r in keep.tolist()]
+        self.feats = [self.feats[r] for r in keep.tolist()]
+        self.row = {item_id: r for r, item_id in enumerate(self.ids)}
+        self.n, self.nnz, self.retired = n, nnz, 0
 
     def _column(self, feature: str) -> int:
         c = self.col.get(feature)
