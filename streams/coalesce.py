@@ -44,6 +44,7 @@ class Coalescer:
     def __init__(self) -> None:
         self._keys: dict[str, _KeyOps] = {}
         self._appends: list[tuple[Any, ...]] = []
+        self._soon: dict[str, bytes] = {}
 
     def _ops(self, name: str) -> _KeyOps:
         ops = self._keys.get(name)
@@ -57,6 +58,7 @@ class Coalescer:
     # --- the Effects protocol -----------------------------------------------------------
 
     def set(self, name: str, value: Any, ex: int | None = None) -> None:
+        self._soon.pop(name, None)
         ops = self._ops(name)
         ops.hash_fields.clear()
         ops.zset.clear()
@@ -66,7 +68,28 @@ class Coalescer:
 
     def delete(self, *names: str) -> None:
         for name in names:
+            self._soon.pop(name, None)
             self._keys[name] = _KeyOps(deleted=True)
+
+    def set_soon(self, name: str, value: bytes) -> None:
+        """Replace a read-model document the worker can always compute again (a user's
+        ranked list): written just before the batch's atomic call, a few per call, so a
+        batch's lists never hold Redis for long. A crash in between leaves lists ahead of
+        counters until the batch, redelivered, is applied and written again. Like ``set``
+        it replaces whatever the batch queued for the key before; the latest call wins.
+
+        >>> c = Coalescer()
+        >>> c.delete("k"); c.set_soon("k", b"v"); c.commands(), c.soon_commands()
+        ([], [('SET', 'k', b'v')])
+        >>> c.delete("k"); c.commands(), c.soon_commands()
+        ([('DEL', 'k')], [])
+        """
+        self._keys.pop(name, None)
+        self._soon[name] = value
+
+    def soon_commands(self) -> list[tuple[Any, ...]]:
+        """The ``set_soon`` writes, as SET commands."""
+        return [("SET", name, value) for name, value in self._soon.items()]
 
     def hset(self, name: str, key: str | None = None, value: Any = None, mapping: dict | None = None) -> None:
         fields = self._ops(name).hash_fields

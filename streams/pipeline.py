@@ -134,6 +134,7 @@ class Effects(Protocol):
     """The subset of a redis pipeline an effect function may call (all queued, not run)."""
 
     def set(self, name: str, value: Any, *args: Any, **kwargs: Any) -> Any: ...
+    def set_soon(self, name: str, value: bytes) -> Any: ...
     def delete(self, *names: str) -> Any: ...
     def hset(self, name: str, key: Any = None, value: Any = None, mapping: Any = None) -> Any: ...
     def hincrby(self, name: str, key: str, amount: int = 1) -> Any: ...
@@ -353,11 +354,30 @@ async def apply_batch(
     commands.append(("EXPIRE", current, dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1, "NX"))
     # Counted in the same atomic call as the effects, so it is exact under redelivery.
     commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(fresh_events) - len(rejected)))
+    # Lists first, in slices: one script holding them all kept Redis (and every GET) waiting.
+    await write_in_slices(redis, effects.soon_commands())
     payload = encode_commands(commands)
     await with_redis_retry("apply", lambda: redis.eval(APPLY_SCRIPT, 0, *payload))
     result.applied = len(fresh_events) - len(rejected)
     result.rejected = len(rejected)
     return result
+
+
+#: Bytes of values per script call for writes outside a batch's atomic call: Redis runs one
+#: script at a time, so a GET waits behind it (batch scripts carrying every list of the
+#: batch held Redis for 6.6 ms at the median, 30 ms at most, at 1,800 interactions/s).
+SLICE_BYTES = 256 * 1024
+
+
+async def write_in_slices(redis: Any, commands: Sequence[tuple[Any, ...]], what: str = "lists") -> None:
+    """Run ``commands`` (whole-value writes) in script calls of about :data:`SLICE_BYTES`."""
+    start, size = 0, 0
+    for end, command in enumerate(commands, 1):
+        size += sum(len(a) for a in command if isinstance(a, bytes))
+        if size >= SLICE_BYTES or end == len(commands):
+            payload = encode_commands(list(commands[start:end]))
+            await with_redis_retry(what, lambda p=payload: redis.eval(APPLY_SCRIPT, 0, *p))
+            start, size = end, 0
 
 
 async def learn_batch(

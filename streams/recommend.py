@@ -61,9 +61,8 @@ from schemas.settings import Settings
 from schemas.topics import ALERTS, INTERACTIONS, TopicSpec
 from streams.alerting import alert_event, model_health_from
 from streams.app import OffsetGate
-from streams.coalesce import APPLY_SCRIPT, encode_commands
 from streams.interactions import apply_user_event
-from streams.pipeline import Effects, Learning, with_redis_retry
+from streams.pipeline import Effects, Learning, with_redis_retry, write_in_slices
 from streams.replay import offsets_at
 from streams.snapshots import SnapshotMeta, SnapshotStore, config_hash, write
 
@@ -389,7 +388,7 @@ class RecommenderService:
         """After a batch: one fresh list per touched user, and the live quality figures."""
         self.check_ctr()
         for user_id in self.touched:
-            effects.set(keys.recs(user_id), orjson.dumps(self.recommendations(user_id)))
+            effects.set_soon(keys.recs(user_id), orjson.dumps(self.recommendations(user_id)))
         self.touched.clear()
         effects.hset(keys.models, f"recs:{self.member}", orjson.dumps(self.quality()))
         effects.hset(keys.registry, f"{MODEL}:{self.member}", orjson.dumps(self.registry()))
@@ -688,9 +687,6 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
     async def refresh_lists() -> None:
         while True:
             async with service.lock:
-                commands = service.refresh_commands(ctx.keys)
-                for first in range(0, len(commands), 500):
-                    payload = encode_commands(commands[first : first + 500])
-                    await with_redis_retry("refresh", lambda p=payload: ctx.redis.eval(APPLY_SCRIPT, 0, *p))
+                await write_in_slices(ctx.redis, service.refresh_commands(ctx.keys), "refresh")
             # Between slices the agent takes the lock; a round done, wait for the next change.
             await asyncio.sleep(0.005 if service.refresh_queue else ctx.settings.refresh_interval_s)
