@@ -127,7 +127,6 @@ class HybridRecommender(Recommender):
         self.index_per_feature = index_per_feature
         self._words = BagOfWords(lowercase=True, stop_words=set(STOP_WORDS))
         self._items: dict[str, dict[str, float]] = {}
-        self._item_ts: dict[str, float] = {}
         self._index: dict[str, deque] = {}
         self._co: dict[str, dict[str, float]] = {}
         self._engaged: dict[str, float] = {}  # item -> number of positive engagements
@@ -147,8 +146,10 @@ class HybridRecommender(Recommender):
         if "_table" not in state:  # pickled before the item table existed: build it
             self._table = ItemTable()
             self._trend_ref = self.trend.ref
+            born = state.pop("_item_ts")
             for item_id, feats in self._items.items():
-                self._put_row(item_id, feats, deadline=self.trend.deadline(item_id))
+                self._put_row(item_id, feats, born=born[item_id], deadline=self.trend.deadline(item_id))
+            self.__dict__.pop("_item_ts", None)
 
     # --- learning -----------------------------------------------------------------------
 
@@ -174,10 +175,9 @@ class HybridRecommender(Recommender):
         old = self._items.get(item.item_id)
         feats = self.features(item)
         self._items[item.item_id] = feats
-        self._item_ts.setdefault(item.item_id, item.ts)
         if item.domain:
             self._origin[item.item_id] = item.domain
-        self._put_row(item.item_id, feats, deadline=item.deadline)
+        self._put_row(item.item_id, feats, born=item.ts, deadline=item.deadline)
         for f in feats:
             if old is not None and f in old:
                 continue
@@ -194,9 +194,9 @@ class HybridRecommender(Recommender):
                     user.taste[f] = user.taste.get(f, 0.0) + weight * x
                 self._trim_taste(user)
 
-    def _put_row(self, item_id: str, feats: dict[str, float], deadline: float | None) -> None:
+    def _put_row(self, item_id: str, feats: dict[str, float], *, born: float, deadline: float | None) -> None:
         table = self._table
-        r = table.put(item_id, feats, born=self._item_ts[item_id], deadline=deadline)
+        r = table.put(item_id, feats, born=born, deadline=deadline)  # the first version's time stays
         table.trend[r] = self.trend.raw(item_id)
         table.weight[r] = self.reliability.get(self._origin.get(item_id, ""), 1.0)
 
@@ -314,6 +314,11 @@ class HybridRecommender(Recommender):
         return {name: getattr(self, name) for name in PARAMS}
 
     # --- reading ------------------------------------------------------------------------
+
+    def published_at(self, item_id: str) -> float | None:
+        """The event time of the item's first version (None for an item never seen)."""
+        r = self._table.row.get(item_id)
+        return None if r is None else float(self._table.born[r])
 
     def knows(self, user_id: str) -> bool:
         return user_id in self._users

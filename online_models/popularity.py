@@ -89,10 +89,7 @@ class Popularity(Recommender):
 
     def score(self, item_id: str, now: float) -> float:
         """Decayed count at ``now`` (plain count without a half-life)."""
-        raw = self._scores.get(item_id, 0.0)
-        if self.half_life_s is None:
-            return raw
-        return raw * 2.0 ** ((self._ref - now) / self.half_life_s)
+        return self._scores.get(item_id, 0.0) * self.factor(now)
 
     def servable(self, item_id: str, now: float) -> bool:
         deadline = self._deadlines.get(item_id)

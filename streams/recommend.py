@@ -275,7 +275,8 @@ class RecommenderService:
         self.baseline_score.add(ranked, event.item_id)
         hit = self.versions[self.serving].window.outcomes[-1]
         findings = [self.health.observe_error(1.0 - hit, now)]
-        age_h = (now - self.model._item_ts.get(event.item_id, now)) / 3600.0
+        published = self.model.published_at(event.item_id)
+        age_h = (now - (now if published is None else published)) / 3600.0
         findings += self.health.observe_features({"item_age_h": age_h, "history": float(len(consumed))}, now)
         for finding in findings:
             if finding is not None:
