@@ -55,8 +55,11 @@ def _check_key(expected: SecretStr | None, given: str | None, what: str) -> None
 
 
 async def require_producer_key(
-    request: Request, key: Annotated[str | None, Security(api_key_header)]
+    request: Request,
+    key: Annotated[str | None, Security(api_key_header)],
+    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> None:
+    rate_limit(request, key, token)
     _check_key(request.app.state.settings.producer_api_key, key, "producer")
 
 
@@ -87,6 +90,11 @@ async def require_read_key(
 ) -> None:
     """Reads need the read key when one is set; a valid user token stands in for it (the
     per-user routes then check that the token is that user's)."""
+    rate_limit(request, key, token)
+    _check_read(request, key, token)
+
+
+def _check_read(request: Request, key: str | None, token: HTTPAuthorizationCredentials | None) -> None:
     settings = request.app.state.settings
     if settings.read_api_key is None or _holds(settings.read_api_key, key):
         return
@@ -101,8 +109,13 @@ async def require_user_access(
     key: Annotated[str | None, Security(api_key_header)],
     token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> None:
-    """With user tokens on (``EDDY_USER_TOKEN_SECRET``), a user's list and profile are read
-    with that user's token, or by a backend holding the read key; anyone else gets 401/403."""
+    """A user's list and profile: the read key as for any read and, with user tokens on
+    (``EDDY_USER_TOKEN_SECRET``), that user's token unless the caller holds the read key;
+    anyone else gets 401/403."""
+    # One dependency rather than three (limit, read key, user): FastAPI's dependency
+    # resolution, not the checks, was the largest cost of GET /api/recommendations.
+    rate_limit(request, key, token)
+    _check_read(request, key, token)
     settings = request.app.state.settings
     if settings.user_token_secret is None or _holds(settings.read_api_key, key):
         return
@@ -122,16 +135,16 @@ def mint_user_token(secret: SecretStr, user_id: str, ttl_s: float) -> str:
 _limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
 
 
-async def rate_limit(
-    request: Request,
-    key: Annotated[str | None, Security(api_key_header)],
-    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-) -> None:
+def rate_limit(request: Request, key: str | None, token: HTTPAuthorizationCredentials | None) -> None:
     """At most ``EDDY_RATE_LIMIT`` requests per caller (API key, user token, else address),
-    in this API process; 429 with Retry-After beyond it."""
+    in this API process; 429 with Retry-After beyond it.
+
+    Every access check below calls it first, so each route pays one dependency for limit
+    and keys together; a request is counted once however many checks its route has."""
     limit = request.app.state.rate_limit
-    if limit is None:
+    if limit is None or request.scope.get("eddy.limited"):
         return
+    request.scope["eddy.limited"] = True
     if key is not None:  # a digest, so no key is kept in memory in clear
         who = "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     elif token is not None:
@@ -144,8 +157,13 @@ async def rate_limit(
                             headers={"Retry-After": str(max(1, math.ceil(reset - time.time())))})
 
 
-async def require_admin_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
+async def require_admin_key(
+    request: Request,
+    key: Annotated[str | None, Security(api_key_header)],
+    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> None:
     """Admin endpoints change what Eddy does: without a configured admin key they are off."""
+    rate_limit(request, key, token)
     expected = request.app.state.settings.admin_api_key
     if expected is None:
         raise HTTPException(403, "admin endpoints are disabled: set EDDY_ADMIN_API_KEY to enable them")

@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import ORJSONResponse
 from limits import parse as parse_limit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import rate_limit
 from api.metrics import REQUEST_SECONDS
 from api.monitor import KafkaMonitor
 from api.producer import EventProducer
@@ -115,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limit = parse_limit(settings.rate_limit) if settings.rate_limit else None
     app.include_router(health.router)
     ui.mount_web_app(app)
-    limited = [Depends(rate_limit)]
+    # Each route's access check (api/deps.py) also applies the rate limit.
     for module in (events, reads, recommendations, scraping, bids, models, dashboard):
-        app.include_router(module.router, dependencies=limited)
+        app.include_router(module.router)
     return app

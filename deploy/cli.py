@@ -77,6 +77,10 @@ def api(
         host=host,
         port=port,
         workers=workers,
+        # uvicorn's C event loop and HTTP parser: 23% more GETs per second than
+        # asyncio's loop with h11 on the same hardware (docs/benchmarks.md).
+        loop="uvloop",
+        http="httptools",
         log_level=settings.log_level,
         access_log=False,
     )

@@ -74,7 +74,7 @@ def _cold_start(popular: bytes | None) -> dict[str, Any]:
     }
 
 
-@router.get("/recommendations", dependencies=[Depends(require_read_key), Depends(require_user_access)])
+@router.get("/recommendations", dependencies=[Depends(require_user_access)])
 async def get_recommendations(
     request: Request,
     user_id: UserQuery,
@@ -169,7 +169,7 @@ def _facets(fields: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/users/{user_id}/profile", dependencies=[Depends(require_read_key), Depends(require_user_access)])
+@router.get("/users/{user_id}/profile", dependencies=[Depends(require_user_access)])
 async def get_user_profile(user_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
     """Favourite categories, tags and sources, rating style, diversity, interaction count."""
     raw = await read_model(redis.hgetall(keys.user_counts(user_id)))

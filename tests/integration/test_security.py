@@ -69,6 +69,14 @@ def test_rate_limit_per_caller(stack: Stack) -> None:
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert httpx.get(api + "/api/popular", headers={"X-API-Key": "caller-b"}).status_code == 200  # per caller
     assert httpx.get(api + "/healthz").status_code == 200  # health checks are never limited
+    # Limits sit in the routes' access checks; a route with two of them (the read key for
+    # its router, the user's own access) still counts a request once.
+    counts = [httpx.get(api + "/api/users/ann/counts", headers={"X-API-Key": "caller-c"}).status_code
+              for _ in range(6)]
+    assert counts == [404] * 5 + [429]
+    recs = [httpx.get(api + "/api/recommendations?user_id=ann", headers={"X-API-Key": "caller-d"}).status_code
+            for _ in range(6)]
+    assert recs == [200] * 5 + [429]
 
 
 def test_eddy_token_mints_a_token_for_one_user(stack: Stack) -> None:
