@@ -22,6 +22,8 @@ from schemas.settings import Settings
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 bearer = HTTPBearer(auto_error=False)
+ApiKey = Annotated[str | None, Security(api_key_header)]
+BearerToken = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 
 
 async def get_settings(request: Request) -> Settings:
@@ -49,21 +51,21 @@ def _check_key(expected: SecretStr | None, given: str | None, what: str) -> None
         return
     if given is None:
         raise HTTPException(401, f"missing X-API-Key header ({what} key required)")
-    # Constant-time compare so the key cannot be guessed byte by byte from timings.
-    if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
+    if not _holds(expected, given):
         raise HTTPException(401, f"invalid X-API-Key ({what} key required)")
 
 
 async def require_producer_key(
     request: Request,
-    key: Annotated[str | None, Security(api_key_header)],
-    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    key: ApiKey,
+    token: BearerToken,
 ) -> None:
     rate_limit(request, key, token)
     _check_key(request.app.state.settings.producer_api_key, key, "producer")
 
 
 def _holds(expected: SecretStr | None, given: str | None) -> bool:
+    # Constant-time compare so the key cannot be guessed byte by byte from timings.
     return (expected is not None and given is not None
             and secrets.compare_digest(given.encode(), expected.get_secret_value().encode()))
 
@@ -85,29 +87,24 @@ def user_claims(request: Request, token: HTTPAuthorizationCredentials | None) ->
 
 async def require_read_key(
     request: Request,
-    key: Annotated[str | None, Security(api_key_header)],
-    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    key: ApiKey,
+    token: BearerToken,
 ) -> None:
     """Reads need the read key when one is set; a valid user token stands in for it (the
     per-user routes then check that the token is that user's)."""
     rate_limit(request, key, token)
-    _check_read(request, key, token)
-
-
-def _check_read(request: Request, key: str | None, token: HTTPAuthorizationCredentials | None) -> None:
     settings = request.app.state.settings
     if settings.read_api_key is None or _holds(settings.read_api_key, key):
         return
-    if user_claims(request, token) is not None:
-        return
-    _check_key(settings.read_api_key, key, "read")
+    if user_claims(request, token) is None:
+        _check_key(settings.read_api_key, key, "read")
 
 
 async def require_user_access(
     request: Request,
     user_id: str,
-    key: Annotated[str | None, Security(api_key_header)],
-    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    key: ApiKey,
+    token: BearerToken,
 ) -> None:
     """A user's list and profile: the read key as for any read and, with user tokens on
     (``EDDY_USER_TOKEN_SECRET``), that user's token unless the caller holds the read key;
@@ -115,11 +112,14 @@ async def require_user_access(
     # One dependency rather than three (limit, read key, user): FastAPI's dependency
     # resolution, not the checks, was the largest cost of GET /api/recommendations.
     rate_limit(request, key, token)
-    _check_read(request, key, token)
     settings = request.app.state.settings
-    if settings.user_token_secret is None or _holds(settings.read_api_key, key):
+    if _holds(settings.read_api_key, key):
         return
-    claims = user_claims(request, token)
+    claims = user_claims(request, token)  # decoded once for both checks
+    if settings.read_api_key is not None and claims is None:
+        _check_key(settings.read_api_key, key, "read")
+    if settings.user_token_secret is None:
+        return
     if claims is None:
         raise HTTPException(401, "this user's data needs the user's bearer token")
     if claims["sub"] != user_id:
@@ -159,8 +159,8 @@ def rate_limit(request: Request, key: str | None, token: HTTPAuthorizationCreden
 
 async def require_admin_key(
     request: Request,
-    key: Annotated[str | None, Security(api_key_header)],
-    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    key: ApiKey,
+    token: BearerToken,
 ) -> None:
     """Admin endpoints change what Eddy does: without a configured admin key they are off."""
     rate_limit(request, key, token)

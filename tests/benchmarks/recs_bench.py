@@ -211,8 +211,7 @@ def main() -> None:
             f"{quantile(fresh, 0.99) * 1000:,.0f} ms | {len(fresh) - len(finite)} |" if finite else "| none answered | | | |",
             "",
             f"Serving: peak requests/s from `wrk -t1 -c8 -d{args.seconds:.0f}s`, one uvicorn worker each, both on "
-            "uvloop and httptools (Eddy's 1,833/s of 2026-11-23 00:39 UTC ran on asyncio and h11, as did that "
-            "baseline's 6,602/s: the faster server lifts both, the constant body most, so the ratio fell).",
+            "uvloop and httptools.",
             "",
             "| endpoint | requests/s |",
             "|---|---:|",
