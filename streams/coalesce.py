@@ -72,9 +72,10 @@ class Coalescer:
 
     def set_soon(self, name: str, value: bytes) -> None:
         """Replace a read-model document the worker can always compute again (a user's
-        ranked list): written just before the batch's atomic call, a few per call, so a
-        batch's lists never hold Redis for long. A crash in between leaves lists ahead of
-        counters until the batch, redelivered, is applied and written again. Like ``set``
+        ranked list): written just after the batch's atomic call, a few per call, so a
+        batch's lists never hold Redis for long. A crash in between leaves the lists behind
+        the counters until the batch, redelivered, is relearned (the restored model has not
+        learned it) and its lists written again. Like ``set``
         it replaces whatever the batch queued for the key before; the latest call wins.
 
         >>> c = Coalescer()

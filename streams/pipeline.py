@@ -354,10 +354,12 @@ async def apply_batch(
     commands.append(("EXPIRE", current, dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1, "NX"))
     # Counted in the same atomic call as the effects, so it is exact under redelivery.
     commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(fresh_events) - len(rejected)))
-    # Lists first, in slices: one script holding them all kept Redis (and every GET) waiting.
-    await write_in_slices(redis, effects.soon_commands())
     payload = encode_commands(commands)
     await with_redis_retry("apply", lambda: redis.eval(APPLY_SCRIPT, 0, *payload))
+    # Lists after the counters, so a list that reflects an action never comes with a profile
+    # that does not; in slices, as one script holding them all kept Redis (and every GET)
+    # waiting.
+    await write_in_slices(redis, effects.soon_commands())
     result.applied = len(fresh_events) - len(rejected)
     result.rejected = len(rejected)
     return result
