@@ -74,6 +74,7 @@ SOURCES_POLL_S = 5.0
 DISPLAY_FIELDS = ("title", "url", "category", "source", "domain", "tags", "deadline")
 MODEL = "recommender"
 SERVING_POLL_S = 1.0
+REFLECTS = 20  # event ids a list names as the user's latest events it was computed after
 CHAMPION = "v1"
 INT_PARAMS = frozenset({"history", "neighbours", "taste_features", "index_per_feature"})
 
@@ -138,10 +139,12 @@ class RecommenderService:
         self.restored = False
         self.regained = False
         self.dirty = False  # learned something since the last snapshot
-        self.touched: set[str] = set()
+        # Users the batch touched, with the ids of their events it learned (newest last).
+        self.touched: dict[str, list[str]] = {}
         self.catalogue_id = "0-0"
         self.member = f"{socket.gethostname()}:{os.getpid()}"
-        self.active: OrderedDict[str, None] = OrderedDict()  # recently active users, newest last
+        # Recently active users, newest last, with the ids their latest list reflects.
+        self.active: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.new_items = False
         self.refresh_queue: deque[str] = deque()  # users whose lists await a refresh
         # Held by the agent while it handles a batch and by the refresh while it writes, so
@@ -233,7 +236,7 @@ class RecommenderService:
         if event.type == "user_deleted":
             for version in self.versions.values():
                 version.model.forget_user(event.user_id)
-            self.touched.discard(event.user_id)
+            self.touched.pop(event.user_id, None)
             self.active.pop(event.user_id, None)
             return
         if event.type == "interaction":
@@ -242,8 +245,8 @@ class RecommenderService:
             if o >= version.since.get(p, 0):
                 learn_event(version.model, event)
         learn_event(self.baseline, event)
-        self.touched.add(event.user_id)
-        self.active[event.user_id] = None
+        self.touched.setdefault(event.user_id, []).append(event.event_id)
+        self.active[event.user_id] = self.active.get(event.user_id, ())
         self.active.move_to_end(event.user_id)
         if len(self.active) > self.settings.refresh_active_users:
             self.active.popitem(last=False)
@@ -368,8 +371,10 @@ class RecommenderService:
 
     # --- publishing ---------------------------------------------------------------------
 
-    def recommendations(self, user_id: str) -> dict[str, Any]:
-        """The document served for a user: top-K with scores, reasons and item fields."""
+    def recommendations(self, user_id: str, reflects: Sequence[str] = ()) -> dict[str, Any]:
+        """The document served for a user: top-K with scores, reasons and item fields, and
+        ``reflects``, the ids of the user's latest events learned before it was computed
+        (so a client can tell when its own action has reached the list)."""
         # Stored in plain rank order; the API applies filters and the diversity guard at
         # the length it serves.
         chosen = self.model.rank(user_id, self.settings.recs_k, self.clock, exclude=self.model.consumed_by(user_id))
@@ -383,13 +388,17 @@ class RecommenderService:
             "model_version": f"{self.serving}.{self.model.version}",
             "computed_at": time.time(),
             "event_time": self.clock,
+            "reflects": list(reflects),
         }
 
     def finish(self, effects: Effects, fresh: Sequence[Any], keys: Keys) -> None:
         """After a batch: one fresh list per touched user, and the live quality figures."""
         self.check_ctr()
-        for user_id in self.touched:
-            effects.set_soon(keys.recs(user_id), orjson.dumps(self.recommendations(user_id)))
+        for user_id, ids in self.touched.items():
+            reflects = tuple(ids[-REFLECTS:])
+            if user_id in self.active:
+                self.active[user_id] = reflects
+            effects.set_soon(keys.recs(user_id), orjson.dumps(self.recommendations(user_id, reflects)))
         self.touched.clear()
         effects.hset(keys.models, f"recs:{self.member}", orjson.dumps(self.quality()))
         effects.hset(keys.registry, f"{MODEL}:{self.member}", orjson.dumps(self.registry()))
@@ -412,8 +421,9 @@ class RecommenderService:
         deadline = time.perf_counter() + budget_s
         while self.refresh_queue and time.perf_counter() < deadline:
             user_id = self.refresh_queue.popleft()
-            if user_id in self.active:  # not deleted meanwhile
-                out.append(("SET", keys.recs(user_id), orjson.dumps(self.recommendations(user_id))))
+            reflects = self.active.get(user_id)
+            if reflects is not None:  # not deleted meanwhile
+                out.append(("SET", keys.recs(user_id), orjson.dumps(self.recommendations(user_id, reflects))))
         return out
 
     def quality(self) -> dict[str, Any]:
@@ -495,7 +505,7 @@ class RecommenderService:
         self.baseline, self.baseline_score = state["baseline"], state["baseline_score"]
         self.display, self.ctr, self.clock = state["display"], state["ctr"], state["clock"]
         self.catalogue_id = state["catalogue_id"]
-        self.active = OrderedDict((u, None) for u in state["active"])
+        self.active = OrderedDict((u, ()) for u in state["active"])
         self.health = state.get("health", self.health)
         self.gate.next = {int(p): o for p, o in meta.offsets.get(topic, {}).items()}
         for name in configured:  # those new here learn from the snapshot's offsets on
@@ -513,7 +523,7 @@ class RecommenderService:
                 for version in self.versions.values():
                     version.model.forget_user(user_id)
                 self.active.pop(user_id, None)
-                self.touched.discard(user_id)
+                self.touched.pop(user_id, None)
                 dropped += 1
         self.gate.keep(owned)
         for version in self.versions.values():

@@ -120,9 +120,12 @@ def state(stack: Stack) -> dict:
     for key, value in dump.items():
         if key.startswith(stack.keys.prefix + "recs:"):
             # A worker that rebuilds its model from the log (a new group) writes the same
-            # lists again: same items, scores and reasons, a later computed_at.
+            # lists again: same items, scores and reasons, a later computed_at, and in
+            # `reflects` the user's events of the batch that computed it (batches differ).
             doc = orjson.loads(value)
             doc.pop("computed_at")
+            # (mixed_events: interaction e{i} is user u{i % 11}'s.)
+            assert all(f"u{int(i[1:]) % 11}" == doc["user_id"] for i in doc.pop("reflects"))
             dump[key] = doc
     return dump
 

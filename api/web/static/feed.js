@@ -1,11 +1,13 @@
 // The feed: a user's list with its reasons and scores, actions sent back as interaction
 // events (with the list's rec_id and the item's position), the profile, and forget me.
-// After an action the list is polled until the worker has recomputed it, so the change
-// shows within about a second of the click.
+// After an action the list is polled until it reflects the action (its `reflects` names
+// the action's event id, or one sent after it), so the change shows within about a second
+// of the click, and the profile read then includes the action too.
 import { api, el, fmt, keysPanel } from "./api.js";
 
 const K = 10;
-const state = { user: null, recId: null, items: [], computedAt: null, impressed: new Set(), hidden: new Set(), action: 0 };
+const state = { user: null, recId: null, items: [], impressed: new Set(), hidden: new Set(), action: 0, pending: null,
+                profileSeq: 0 };
 const $ = (id) => document.getElementById(id);
 
 function status(text) {
@@ -22,8 +24,14 @@ async function fetchRecs() {
   return (await api(`/api/recommendations?${params}`)).data;
 }
 
+// Returns the ids the API gave the events. While an action waits for its list, the ids of
+// whatever is sent after the action was acked join its wait: they come after it in the
+// user's partition, so a list that reflects one of them reflects the action too.
 async function send(events) {
-  await api("/api/events", { method: "POST", body: events, as: "producer" });
+  const pending = state.pending;
+  const ids = (await api("/api/events", { method: "POST", body: events, as: "producer" })).data?.event_ids ?? [];
+  if (pending) ids.forEach((id) => pending.add(id));
+  return ids;
 }
 
 function interaction(entry, action, value) {
@@ -45,7 +53,6 @@ async function sendImpressions() {
 function render(doc) {
   state.recId = doc.rec_id;
   state.items = doc.items;
-  state.computedAt = doc.computed_at;
   const when = doc.computed_at ? new Date(doc.computed_at * 1000).toLocaleTimeString() : "never";
   $("recs-meta").textContent = doc.cold_start
     ? "New here: popular items until Eddy learns your taste."
@@ -77,15 +84,16 @@ function itemCard(entry) {
 
 async function onAction(entry, action, value) {
   const started = performance.now();
-  const before = state.computedAt;
   // A newer action takes over the wait: the status always speaks of the latest click.
   const seq = ++state.action;
+  let pending;
   try {
-    await send([interaction(entry, action, value)]);
+    pending = new Set(await send([interaction(entry, action, value)]));
   } catch (err) {
     status(`Could not send ${action}: ${err.message}`);
     return;
   }
+  state.pending = pending;
   if (action === "hide") {
     state.hidden.add(entry.item_id);
     document.querySelector(`li[data-item-id="${CSS.escape(entry.item_id)}"]`)?.remove();
@@ -94,20 +102,30 @@ async function onAction(entry, action, value) {
     window.open(entry.item.url, "_blank", "noopener");
   }
   status(`${action} sent; waiting for the new list…`);
-  const deadline = performance.now() + 3000;
+  // Often for the first seconds, then patiently: a busy worker is late, not gone.
+  const patient = performance.now() + 3000;
+  const deadline = performance.now() + 30000;
+  let told = false;
   while (performance.now() < deadline) {
     const doc = await fetchRecs();
     if (seq !== state.action) return;
-    if (doc.computed_at !== before && !doc.cold_start) {
+    if (!doc.cold_start && (doc.reflects ?? []).some((id) => pending.has(id))) {
+      state.pending = null;
       render(doc);
       status(`${action} on “${entry.item?.title || entry.item_id}”: list updated in ${((performance.now() - started) / 1000).toFixed(2)} s`);
       await Promise.all([sendImpressions(), loadProfile(false)]);
       return;
     }
-    await new Promise((r) => setTimeout(r, 120));
+    const late = performance.now() > patient;
+    if (late && !told) {
+      told = true;
+      status(`${action} sent; the list has not changed yet, still waiting…`);
+    }
+    await new Promise((r) => setTimeout(r, late ? 600 : 120));
   }
   if (seq !== state.action) return;
-  status(`${action} sent; the list has not changed yet.`);
+  state.pending = null;
+  status(`${action} sent; the list has not changed in 30 s.`);
   await loadProfile(false);
 }
 
@@ -123,11 +141,13 @@ function bars(facets) {
 
 async function loadProfile(cold) {
   const box = $("profile");
+  const seq = ++state.profileSeq;  // only the latest load renders: answers can come back out of order
   if (cold) {
     box.replaceChildren(el("p", { class: "muted" }, "No interactions yet."));
     return;
   }
   const { status: code, data } = await api(`/api/users/${encodeURIComponent(state.user)}/profile`, { allow: [404] });
+  if (seq !== state.profileSeq) return;
   if (code === 404) {
     box.replaceChildren(el("p", { class: "muted" }, "No interactions yet."));
     return;
@@ -170,9 +190,9 @@ async function show(user) {
   }
 }
 
-// Background refresh: the list can change without this tab doing anything (new items,
-// trends). Re-rendered only when the items themselves change, so a pending click keeps
-// the rec_id and positions it was shown with.
+// Background refresh: the list and the profile can change without this tab doing anything
+// (new items, trends, another device). The list is re-rendered only when its items change,
+// so a pending click keeps the rec_id and positions it was shown with.
 async function refresh() {
   if (!state.user || document.hidden) return;
   try {
@@ -180,6 +200,8 @@ async function refresh() {
     if (!sameIds(doc.items, state.items)) {
       render(doc);
       await Promise.all([sendImpressions(), loadProfile(doc.cold_start)]);
+    } else {
+      await loadProfile(doc.cold_start);
     }
   } catch {
     /* shown on the next action */
