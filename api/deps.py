@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import jwt
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from limits import storage, strategies
 from pydantic import SecretStr
 
@@ -110,7 +111,23 @@ async def require_user_access(
     (``EDDY_USER_TOKEN_SECRET``), that user's token unless the caller holds the read key;
     anyone else gets 401/403."""
     # One dependency rather than three (limit, read key, user): FastAPI's dependency
-    # resolution, not the checks, was the largest cost of GET /api/recommendations.
+    # resolution, not the checks, is the largest cost of a cheap read.
+    check_user_access(request, user_id, key, token)
+
+
+def credentials(request: Request) -> tuple[str | None, HTTPAuthorizationCredentials | None]:
+    """The caller's X-API-Key and bearer token, read as ``ApiKey`` and ``BearerToken`` read
+    them, for a route that checks access without FastAPI's dependency resolution."""
+    headers = request.headers
+    scheme, value = get_authorization_scheme_param(headers.get("authorization"))
+    token = HTTPAuthorizationCredentials(scheme=scheme, credentials=value) if scheme.lower() == "bearer" and value else None
+    return headers.get("x-api-key") or None, token
+
+
+def check_user_access(
+    request: Request, user_id: str, key: str | None, token: HTTPAuthorizationCredentials | None
+) -> None:
+    """What :func:`require_user_access` checks, callable from a route's body."""
     rate_limit(request, key, token)
     settings = request.app.state.settings
     if _holds(settings.read_api_key, key):

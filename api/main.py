@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, HTTPException, Request
@@ -18,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.metrics import REQUEST_SECONDS
 from api.monitor import KafkaMonitor
 from api.producer import EventProducer
+from api.read_cache import ReadCache
 from api.routes import (
     bids,
     dashboard,
@@ -29,7 +32,7 @@ from api.routes import (
     scraping,
     ui,
 )
-from api.stale import LastGood
+from deploy.runtime import tune_gc
 from schemas.keys import Keys
 from schemas.settings import Settings, get_settings
 
@@ -43,6 +46,7 @@ class RequestTimer:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._series: dict[tuple[str, int], Any] = {}  # labelled once: labels() takes a lock and builds tuples
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,8 +64,11 @@ class RequestTimer:
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            route = scope.get("route")
-            REQUEST_SECONDS.labels(getattr(route, "path", "unmatched"), status).observe(time.perf_counter() - start)
+            labels = (getattr(scope.get("route"), "path", "unmatched"), status)
+            series = self._series.get(labels)
+            if series is None:
+                series = self._series[labels] = REQUEST_SECONDS.labels(*labels)
+            series.observe(time.perf_counter() - start)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,11 +77,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_gc()  # in each uvicorn worker process: requests allocate much, and make few cycles
         app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         app.state.producer = EventProducer(settings)
         await app.state.producer.start()
         app.state.monitor = KafkaMonitor(settings)
+        follow = asyncio.create_task(app.state.read_cache.follow(app.state.redis))
         yield
+        follow.cancel()
+        await asyncio.gather(follow, return_exceptions=True)
         await app.state.monitor.close()
         await app.state.producer.stop()
         await app.state.redis.aclose()
@@ -88,7 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.keys = Keys(settings.redis_prefix)
-    app.state.last_good = LastGood(settings.api_stale_entries)
+    # The hot documents: users' lists and the cold-start list.
+    app.state.read_cache = ReadCache(settings.api_cache_entries, [app.state.keys.recs(""), app.state.keys.popular_list],
+                                     tracking=settings.api_cache_tracking)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -112,9 +125,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return ORJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     app.state.rate_limit = parse_limit(settings.rate_limit) if settings.rate_limit else None
+    # No read key, no user tokens, no rate limit: a read has nothing to check.
+    app.state.open_reads = (settings.read_api_key is None and settings.user_token_secret is None
+                            and app.state.rate_limit is None)
+    # The hottest route first: routes are matched in order.
+    route = recommendations.SERVING_ROUTE
+    app.add_api_route(route["path"], recommendations.get_recommendations, **{k: v for k, v in route.items() if k != "path"})
     app.include_router(health.router)
     ui.mount_web_app(app)
     # Each route's access check (api/deps.py) also applies the rate limit.
-    for module in (events, reads, recommendations, scraping, bids, models, dashboard):
+    for module in (recommendations, events, reads, scraping, bids, models, dashboard):
         app.include_router(module.router)
     return app

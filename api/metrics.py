@@ -12,3 +12,9 @@ REQUEST_SECONDS = Histogram(
     ["route", "status"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5),
 )
+READ_CACHE = Counter(
+    "eddy_api_read_cache_total",
+    "Reads of cached read-model documents by outcome: hit (a tracked copy, no Redis read), "
+    "miss (read from Redis) and stale (Redis away, the last copy served).",
+    ["outcome"],
+)

@@ -1,4 +1,4 @@
-"""Process-wide runtime settings of Eddy's workers and batch jobs."""
+"""Process-wide runtime settings of Eddy's workers, API processes and batch jobs."""
 
 from __future__ import annotations
 

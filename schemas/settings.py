@@ -204,8 +204,15 @@ class Settings(BaseSettings):
         "instead of one record per event.",
     )
     produce_timeout_s: float = Field(10.0, gt=0, description="How long the API waits for Kafka acks.")
-    api_stale_entries: int = Field(
-        1000, ge=0, description="Lists each API process keeps to serve, marked stale, while Redis is away (0 = 503 instead)."
+    api_cache_entries: int = Field(
+        5_000, ge=0,
+        description="Lists (and the popular list) each API process keeps, about 20 KB each: served without a Redis read while Redis "
+        "tracks their keys for it, and marked stale while Redis is away (0 = read Redis every time, 503 while it is away).",
+    )
+    api_cache_tracking: bool = Field(
+        True,
+        description="Let Redis track the cached keys (CLIENT TRACKING, BCAST) so a copy is served until the key "
+        "changes; false = read Redis on every request and keep the copies only for when it is away.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma separated (none by default)."

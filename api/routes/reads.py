@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import ORJSONResponse
 
 from api.deps import KeysDep, RedisDep, require_read_key, require_user_access
-from api.stale import LastGoodDep
+from api.read_cache import ReadCacheDep
 from schemas.events import ID_PATTERN, MAX_ID_LENGTH
 
 router = APIRouter(prefix="/api", tags=["read model"], dependencies=[Depends(require_read_key)])
@@ -49,11 +49,11 @@ async def get_item(item_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONRes
 
 @router.get("/popular")
 async def get_popular(
-    redis: RedisDep, keys: KeysDep, last_good: LastGoodDep, k: Annotated[int, Query(ge=1, le=100)] = 10
+    redis: RedisDep, keys: KeysDep, cache: ReadCacheDep, k: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> ORJSONResponse:
     """The most positively received items that can still be served (``stale`` while Redis is away)."""
-    doc, stale = await last_good.get(redis, keys.popular_list)
-    data = orjson.loads(doc) if doc else {"items": [], "updated_at": None}
+    entry, stale = await cache.get(redis, keys.popular_list)
+    data = orjson.loads(entry.value) if entry is not None and entry.value else {"items": [], "updated_at": None}
     return ORJSONResponse({"items": data["items"][:k], "updated_at": data["updated_at"], "stale": stale})
 
 

@@ -8,26 +8,30 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import ORJSONResponse
-from ulid import ULID
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ulid_transform import ulid_now
 
 from api.deps import (
     KeysDep,
     ProducerDep,
     RedisDep,
+    check_user_access,
+    credentials,
     require_producer_key,
     require_read_key,
     require_user_access,
 )
 from api.producer import ProducerUnavailable
+from api.read_cache import Entry
 from api.routes.reads import ACTIONS, IdPath, decode_hash, read_model
 from online_models.diversity import diversify
 from schemas.events import ID_PATTERN, MAX_ID_LENGTH, UserDeletedEvent
 
 router = APIRouter(prefix="/api", tags=["recommendations"])
 
-UserQuery = Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
-IdList = Annotated[str, Query(max_length=20_000, pattern=r"^[A-Za-z0-9_.:@+\-=~#$!*,]*$")]
+IDS_PATTERN = r"^[A-Za-z0-9_.:@+\-=~#$!*,]*$"
 
 
 def split_ids(raw: str | None, field: str, limit: int) -> list[str]:
@@ -74,40 +78,114 @@ def _cold_start(popular: bytes | None) -> dict[str, Any]:
     }
 
 
-@router.get("/recommendations", dependencies=[Depends(require_user_access)])
-async def get_recommendations(
-    request: Request,
-    user_id: UserQuery,
-    k: Annotated[int, Query(ge=1, le=100)] = 10,
-    exclude: IdList | None = None,
-    category: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-) -> ORJSONResponse:
+def _head(entry: Entry | None, cold: bool) -> dict[str, Any]:
+    """The list's fields besides its items, read once per cached copy."""
+    if entry is None:
+        return _head_of(_cold_start(None))
+    head = entry.memo.get("head")
+    if head is None:
+        head = entry.memo["head"] = _head_of(_parse(entry.value, cold))
+    return head
+
+
+def _head_of(doc: dict[str, Any]) -> dict[str, Any]:
+    return {f: doc.get(f) for f in ("model", "model_version", "computed_at")} | {"reflects": doc.get("reflects", [])}
+
+
+def _parse(value: bytes | None, cold: bool) -> dict[str, Any]:
+    return _cold_start(value) if cold else orjson.loads(value)
+
+
+def _items(entry: Entry | None, cold: bool, k: int, exclude: set[str], category: str | None,
+           max_share: float) -> orjson.Fragment:
+    """The served items as JSON; unfiltered, they are rendered once per cached copy and k
+    (the copy keeps its bytes and these renderings, not the parsed list)."""
+    if exclude or category is not None or entry is None:
+        doc = _parse(None if entry is None else entry.value, cold)
+        return orjson.Fragment(orjson.dumps(_serve(doc, k, exclude, category, max_share)))
+    rendered = entry.memo.get(k)
+    if rendered is None:
+        rendered = entry.memo[k] = orjson.Fragment(
+            orjson.dumps(_serve(_parse(entry.value, cold), k, exclude, None, max_share))
+        )
+    return rendered
+
+
+class RecsQuery(BaseModel):
+    """The query of GET /api/recommendations, validated in one pass: FastAPI's resolution
+    of four query parameters and an access dependency cost more than the rest of the request
+    (a list served from the read cache), so the route reads the raw request instead."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    user_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+    k: Annotated[int, Field(ge=1, le=100, description="How many items.")] = 10
+    exclude: Annotated[str | None, Field(max_length=20_000, pattern=IDS_PATTERN,
+                                         description="Item ids to leave out, comma separated.")] = None
+    category: Annotated[str | None, Field(min_length=1, max_length=200,
+                                          description="Only items of this category.")] = None
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters for a model's fields, as FastAPI would document them."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    return [{"name": name, "in": "query", "required": name in required, "schema": prop}
+            for name, prop in schema["properties"].items()]
+
+
+def _recs_query(request: Request) -> RecsQuery:
+    try:
+        return RecsQuery.model_validate(dict(request.query_params))  # the last of repeated names, as FastAPI
+    except ValidationError as exc:
+        # Reported like FastAPI's own query validation (the app's readable 422).
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
+
+
+#: How ``api/main.py`` registers :func:`get_recommendations`: on the app itself, ahead of
+#: every router (routes are matched in order, and an included router is a hop of its own).
+SERVING_ROUTE = {
+    "path": "/api/recommendations",
+    "methods": ["GET"],
+    "tags": ["recommendations"],
+    "openapi_extra": {"parameters": _query_parameters(RecsQuery),
+                      "security": [{"APIKeyHeader": []}, {"HTTPBearer": []}]},
+    "responses": {422: {"description": "A query parameter is missing, out of range or malformed: one "
+                                       "{field, reason} per problem."}},
+}
+
+
+async def get_recommendations(request: Request) -> Response:
     """A user's fresh top-k with scores and reasons; an unknown user gets the cold-start list.
 
+    ``reflects`` names the user's latest events the list was computed after: a client
+    that sent an event knows its list has caught up once one of its ids shows up there.
     While Redis is away, the last list this process served (or the cold-start list) comes
     back with ``"stale": true`` instead of a 503."""
-    # The hot path: app state read directly rather than through four dependencies.
-    state = request.app.state
-    settings, redis, last_good, keys = state.settings, state.redis, state.last_good, state.keys
-    excluded = set(split_ids(exclude, "exclude", 500))
-    doc, stale = await last_good.get(redis, keys.recs(user_id))
-    cold = doc is None
+    query = _recs_query(request)
+    state = request.app.state  # read directly: dependencies cost more than this request's work
+    if not state.open_reads:
+        check_user_access(request, query.user_id, *credentials(request))
+    settings, redis, cache, keys = state.settings, state.redis, state.read_cache, state.keys
+    excluded = set(split_ids(query.exclude, "exclude", 500)) if query.exclude else set()
+    entry, stale = await cache.get(redis, keys.recs(query.user_id))
+    cold = entry is None or entry.value is None
     if cold:
-        popular, stale_popular = await last_good.get(redis, keys.popular_list)
+        entry, stale_popular = await cache.get(redis, keys.popular_list)
         stale = stale or stale_popular
-    data = _cold_start(popular) if cold else orjson.loads(doc)
-    return ORJSONResponse(
+        if entry is not None and entry.value is None:
+            entry = None
+    # A plain Response: ORJSONResponse is deprecated in this FastAPI and warns on every call.
+    return Response(orjson.dumps(
         {
-            "user_id": user_id,
-            "rec_id": str(ULID()),
+            "user_id": query.user_id,
+            "rec_id": ulid_now(),
             "cold_start": cold,
             "stale": stale,
-            "items": _serve(data, k, excluded, category, settings.diversity_max_share),
-            "model": data.get("model"),
-            "model_version": data.get("model_version"),
-            "computed_at": data.get("computed_at"),
+            "items": _items(entry, cold, query.k, excluded, query.category, settings.diversity_max_share),
+            **_head(entry, cold),
         }
-    )
+    ), media_type="application/json")
 
 
 @router.get("/recommendations/group", dependencies=[Depends(require_read_key)])
@@ -140,7 +218,7 @@ async def get_group_recommendations(
     return ORJSONResponse(
         {
             "user_ids": members,
-            "rec_id": str(ULID()),
+            "rec_id": ulid_now(),
             "cold_start_members": [u for u, d in zip(members, docs) if d is None],
             "items": [
                 {"item_id": i, "score": round(s, 6), "position": n, "item": shown[i]}
@@ -206,7 +284,7 @@ async def get_user_profile(user_id: IdPath, redis: RedisDep, keys: KeysDep) -> O
 async def delete_user(user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
                       producer: ProducerDep) -> ORJSONResponse:
     """Forget me: emits user_deleted; the worker drops the user from its models and Redis."""
-    event = UserDeletedEvent(type="user_deleted", user_id=user_id, event_id=str(ULID()), ts=time.time())
+    event = UserDeletedEvent(type="user_deleted", user_id=user_id, event_id=ulid_now(), ts=time.time())
     try:
         await producer.send_events([event])
     except ProducerUnavailable as exc:
