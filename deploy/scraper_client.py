@@ -28,7 +28,7 @@ from typing import Any, Self
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
-from ulid import ULID
+from ulid_transform import ulid_now
 
 from schemas.envelope import ENVELOPE_FIELD, decode_record, pack, partition_of
 from schemas.events import (
@@ -390,7 +390,7 @@ class ScraperClient:
         """
         doc: dict[str, Any] = {"type": "scrape_attempt", **(event or {}), **fields}
         if doc.get("event_id") is None:
-            doc["event_id"] = str(ULID())
+            doc["event_id"] = ulid_now()
         if doc.get("ts") is None:
             doc["ts"] = time.time()
         if self.scraper_id is not None and doc.get("scraper_id") is None:

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel
-from ulid import ULID
+from ulid_transform import ulid_now
 
 from api.deps import ProducerDep, SettingsDep, require_producer_key
 from api.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
@@ -87,7 +87,7 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
     now = time.time()
     for event in events:
         if event.event_id is None:
-            event.event_id = str(ULID())
+            event.event_id = ulid_now()
         if event.ts is None:
             event.ts = now
     try:

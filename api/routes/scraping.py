@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from ulid import ULID
+from ulid_transform import ulid_now
 
 from api.deps import KeysDep, ProducerDep, RedisDep, require_admin_key, require_read_key
 from api.producer import ProducerUnavailable
@@ -143,7 +143,7 @@ async def _send_pin(producer: Any, event: StrategyPinEvent) -> None:
 @router.post("/strategies/{domain}/pin", status_code=202, dependencies=[Depends(require_admin_key)])
 async def pin_strategy(domain: LabelPath, body: PinRequest, producer: ProducerDep) -> ORJSONResponse:
     """Pin a domain to a strategy (admin): scrapers are switched to it and automation pauses."""
-    event = StrategyPinEvent(type="strategy_pin", event_id=str(ULID()), ts=time.time(), domain=domain,
+    event = StrategyPinEvent(type="strategy_pin", event_id=ulid_now(), ts=time.time(), domain=domain,
                              strategy=body.strategy, by=body.by or "admin", reason=body.reason)
     await _send_pin(producer, event)
     return ORJSONResponse({"domain": domain, "pinned": body.strategy, "event_id": event.event_id}, 202)
@@ -152,7 +152,7 @@ async def pin_strategy(domain: LabelPath, body: PinRequest, producer: ProducerDe
 @router.delete("/strategies/{domain}/pin", status_code=202, dependencies=[Depends(require_admin_key)])
 async def unpin_strategy(domain: LabelPath, producer: ProducerDep) -> ORJSONResponse:
     """Unpin a domain (admin): the automation decides again."""
-    event = StrategyPinEvent(type="strategy_pin", event_id=str(ULID()), ts=time.time(), domain=domain,
+    event = StrategyPinEvent(type="strategy_pin", event_id=ulid_now(), ts=time.time(), domain=domain,
                              strategy=None, by="admin")
     await _send_pin(producer, event)
     return ORJSONResponse({"domain": domain, "pinned": None, "event_id": event.event_id}, 202)
