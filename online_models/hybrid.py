@@ -59,10 +59,17 @@ PARAMS = (
 )
 
 
+#: Below this, a user's taste scale is folded back into the stored values (see _User).
+SCALE_FLOOR = 1e-100
+
+
 @dataclass
 class _User:
+    # The taste as of ``taste_ts`` is ``taste[f] * scale``: decaying it multiplies one
+    # number instead of every feature (that loop was the largest cost of learning).
     taste: dict[str, float] = field(default_factory=dict)
     taste_ts: float = 0.0
+    scale: float = 1.0
     recent: deque = field(default_factory=deque)  # (item_id, signal, ts) of positives
     seen: dict[str, float] = field(default_factory=dict)  # item -> last signal
     declared: dict[str, float] = field(default_factory=dict)
@@ -189,7 +196,7 @@ class HybridRecommender(Recommender):
             user = self._users.get(user_id)
             if user is not None:
                 # The signal's weight as if it had been learned at its time, decayed since.
-                weight = signal * 2.0 ** (-max(0.0, user.taste_ts - ts) / self.half_life_s)
+                weight = signal * 2.0 ** (-max(0.0, user.taste_ts - ts) / self.half_life_s) / user.scale
                 for f, x in feats.items():
                     user.taste[f] = user.taste.get(f, 0.0) + weight * x
                 self._trim_taste(user)
@@ -236,10 +243,13 @@ class HybridRecommender(Recommender):
         return user
 
     def _decay_taste(self, user: _User, ts: float) -> None:
-        if user.taste and ts > user.taste_ts:
-            factor = 2.0 ** (-(ts - user.taste_ts) / self.half_life_s)
-            for f in user.taste:
-                user.taste[f] *= factor
+        if not user.taste:
+            user.scale = 1.0
+        elif ts > user.taste_ts:
+            user.scale *= 2.0 ** (-(ts - user.taste_ts) / self.half_life_s)
+            if user.scale < SCALE_FLOOR:
+                user.taste = {f: v * user.scale for f, v in user.taste.items()}
+                user.scale = 1.0
         user.taste_ts = max(user.taste_ts, ts)
 
     def learn_preference(self, user_id: str, interests: Mapping[str, float], ts: float) -> None:
@@ -249,7 +259,7 @@ class HybridRecommender(Recommender):
             key = name.lower()
             user.declared[key] = weight
             for feature in (f"cat:{key}", f"tag:{key}"):
-                user.taste[feature] = user.taste.get(feature, 0.0) + weight
+                user.taste[feature] = user.taste.get(feature, 0.0) + weight / user.scale
 
     def learn_interaction(self, user_id: str, item_id: str, signal: float, ts: float) -> None:
         if signal == 0:
@@ -264,8 +274,9 @@ class HybridRecommender(Recommender):
         self._decay_taste(user, ts)
         feats = self._items.get(item_id)
         if feats:
+            weight = signal / user.scale
             for f, x in feats.items():
-                user.taste[f] = user.taste.get(f, 0.0) + signal * x
+                user.taste[f] = user.taste.get(f, 0.0) + weight * x
             self._trim_taste(user)
         elif feats is None:
             waiting = self._early.setdefault(item_id, [])
@@ -353,10 +364,11 @@ class HybridRecommender(Recommender):
         eligible[table.rows_of(excluded)] = False
         pool = np.zeros(table.n, dtype=bool)
         collab_of = np.zeros(table.n)
-        because: dict[str, tuple[float, str]] = {}
         taste: dict[str, float] = {}
+        voters: list[tuple[str, float]] = []
         if user is not None:
-            collab = self._collab(user, now, because)
+            voters = self._voters(user, now)
+            collab = self._collab(voters)
             if collab:
                 get = table.row.get
                 known = [(r, v) for i, v in collab.items() if (r := get(i)) is not None]
@@ -414,36 +426,50 @@ class HybridRecommender(Recommender):
         out = []
         for n, (score, item_id, _) in enumerate(best):
             contributions = {name: column[n] for name, column in columns.items()}
-            out.append(Scored(item_id, round(score, 6), self._reason(item_id, contributions, because, features[n]), contributions))
+            out.append(Scored(item_id, round(score, 6), self._reason(voters, item_id, contributions, features[n]),
+                              contributions))
         return out
 
-    def _collab(self, user: _User, now: float, because: dict[str, tuple[float, str]]) -> dict[str, float]:
-        """Votes of the user's recent positives for their co-engaged items (cosine-like),
-        and in ``because`` the positive that voted most for each."""
-        engaged, co = self._engaged, self._co
+    def _collab(self, voters: list[tuple[str, float]]) -> dict[str, float]:
+        """Votes of the user's recent positives for their co-engaged items (cosine-like)."""
+        engaged, co, sqrt = self._engaged, self._co, math.sqrt
         collab: dict[str, float] = {}
-        for source, signal, ts in user.recent:
-            weight = signal * 2.0 ** (-max(0.0, now - ts) / self.half_life_s) / math.sqrt(engaged.get(source, 1.0))
-            for other, pair in co.get(source, {}).items():
-                vote = weight * pair / math.sqrt(engaged.get(other, 1.0))
-                collab[other] = collab.get(other, 0.0) + vote
-                if vote > because.get(other, (0.0, ""))[0]:
-                    because[other] = (vote, source)
+        tally = collab.get
+        for source, weight in voters:
+            for other, pair in co[source].items():
+                collab[other] = tally(other, 0.0) + weight * pair / sqrt(engaged.get(other, 1.0))
         return collab
+
+    def _voters(self, user: _User, now: float) -> list[tuple[str, float]]:
+        """The user's recent positives that have co-engaged items, with their vote weight."""
+        engaged, co, half_life = self._engaged, self._co, self.half_life_s
+        return [(source, signal * 2.0 ** (-max(0.0, now - ts) / half_life) / math.sqrt(engaged.get(source, 1.0)))
+                for source, signal, ts in user.recent if co.get(source)]
+
+    def _because(self, voters: list[tuple[str, float]], item_id: str) -> str | None:
+        """The recent positive that voted most for ``item_id`` (the first of equals); worked
+        out for the few items a list explains rather than tracked for every candidate."""
+        best, best_vote = None, 0.0
+        for source, weight in voters:
+            pair = self._co[source].get(item_id)
+            if pair is not None and weight * pair > best_vote:  # the item's own norm divides every vote alike
+                best, best_vote = source, weight * pair
+        return best
 
     def _current_taste(self, user: _User, now: float) -> dict[str, float]:
         if not user.taste:
             return {}
+        # Unit length: the stored values' common scale (user.scale) cancels out.
         factor = 2.0 ** (-max(0.0, now - user.taste_ts) / self.half_life_s)
         norm = math.sqrt(sum(v * v for v in user.taste.values())) or 1.0
         return {f: v * factor / norm for f, v in user.taste.items()}
 
     def _reason(
-        self, item_id: str, contributions: dict[str, float], because: dict[str, tuple[float, str]], feature: str | None
+        self, voters: list[tuple[str, float]], item_id: str, contributions: dict[str, float], feature: str | None
     ) -> str:
         main = max(contributions, key=contributions.__getitem__)
-        if main == "collab" and item_id in because:
-            return f"because you liked {because[item_id][1]}"
+        if main == "collab" and (source := self._because(voters, item_id)) is not None:
+            return f"because you liked {source}"
         if main in ("content", "fresh", "match") and feature is not None:
             kind, _, name = feature.partition(":")
             if main == "match":
