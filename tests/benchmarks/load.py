@@ -24,6 +24,17 @@ bodies = {
 }
 """
 
+_GET_SCRIPT = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", paths[(n %% #paths) + 1])
+end
+paths = {
+%s
+}
+"""
+
 
 @dataclass
 class Load:
@@ -36,8 +47,11 @@ class Load:
         return (self.requests - self.failed) / self.seconds
 
 
-def wrk(url: str, seconds: float, *, connections: int = 8, bodies: list[bytes] | None = None) -> Load:
-    """Load ``url`` for ``seconds``: GETs, or POSTs cycling through ``bodies`` (JSON)."""
+def wrk(
+    url: str, seconds: float, *, connections: int = 8, bodies: list[bytes] | None = None, paths: list[str] | None = None
+) -> Load:
+    """Load ``url`` for ``seconds``: GETs (of ``url``, or cycling through ``paths`` on its
+    host), or POSTs to ``url`` cycling through ``bodies`` (JSON)."""
     if shutil.which("wrk") is None:
         raise SystemExit("the API benchmarks need wrk: `make bench` installs it (apt-get install wrk)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,6 +63,10 @@ def wrk(url: str, seconds: float, *, connections: int = 8, bodies: list[bytes] |
                     raise ValueError("a body holds the Lua long-string terminator ]==]")
             listed = ",\n".join(f"[==[{b.decode()}]==]" for b in bodies)
             script.write_text(_POST_SCRIPT % (f'"{urlsplit(url).path}"', listed))
+            args += ["-s", str(script)]
+        elif paths is not None:
+            script = Path(tmp) / "get.lua"
+            script.write_text(_GET_SCRIPT % ",\n".join(f'"{p}"' for p in paths))
             args += ["-s", str(script)]
         out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
     done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)

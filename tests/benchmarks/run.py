@@ -182,10 +182,13 @@ def bench_recs(children: Children, base: Settings, n: int) -> dict[str, float]:
     """Interactions turned into fresh lists: learn, score live, rank every touched user."""
     events, items = simulated("interaction", n)
     settings = base.model_copy(update={"topic_prefix": f"r{uuid.uuid4().hex[:6]}."})
+    single = base.model_copy(update={"topic_prefix": f"q{uuid.uuid4().hex[:6]}."})
     fill(settings, items, envelopes=True, name="items")
     topic = fill(settings, events, envelopes=True)
+    single_topic = fill(single, events, envelopes=False)
     return {
-        "bare_each": bare_drain(children, settings, topic, n, "envelope"),
+        "bare_each": bare_drain(children, single, single_topic, n, "each"),
+        "bare_envelope": bare_drain(children, settings, topic, n, "envelope"),
         "eddy": eddy_drain(children, settings, topic, n),
         "items": len(items),
     }
@@ -259,12 +262,20 @@ def render(
         f"## Interactions to fresh lists ({n_recs:,} simulated interactions, 10,000 users, {recs['items']:,} items)",
         "",
         "The worker learns each interaction, scores it test-then-train for the live quality",
-        "figures, and recomputes and writes the list of every user a batch touched.",
+        "figures, and recomputes and writes the list of every user a batch touched. The",
+        "interactions are in envelopes, as the API writes them; the baseline is the bare Faust",
+        "drain (an agent that only decodes, one record per event: Faust's per-message ceiling),",
+        "and the same bare agent on the envelopes is shown too.",
         "",
-        "| consumer | interactions/s | vs bare |",
+        "| consumer | interactions/s | vs bare Faust drain |",
         "|---|---:|---:|",
-        f"| bare Faust agent, decode only, same envelope topic (baseline) | {recs['bare_each']:,.0f} | 100% |",
-        f"| **Eddy worker**: learn, score, publish fresh lists | **{recs['eddy']:,.0f}** | **{recs['eddy'] / recs['bare_each']:.1%}** |",
+        f"| bare Faust agent, decode only, one record per event (baseline) | {recs['bare_each']:,.0f} | 100% |",
+        f"| bare Faust agent, decode only, the same envelopes | {recs['bare_envelope']:,.0f} | "
+        f"{recs['bare_envelope'] / recs['bare_each']:.0%} |",
+        f"| **Eddy worker** on the envelopes: learn, score, publish fresh lists | **{recs['eddy']:,.0f}** | "
+        f"**{recs['eddy'] / recs['bare_each']:.0%}** |",
+        "",
+        f"Eddy against the bare agent on the same envelopes: {recs['eddy'] / recs['bare_envelope']:.1%}.",
         "",
         f"## API ingest (POST /api/events, `wrk -t1 -c8 -d{seconds:.0f}s` cycling through the bodies, one uvicorn worker)",
         "",
@@ -283,9 +294,10 @@ def render(
         f"{worker['eddy_single'] / ceiling:.0%}; with the envelopes the API writes, Eddy applies "
         f"{worker['eddy_envelope'] / ceiling:.1f}x the per-record ceiling, but only "
         f"{worker['eddy_envelope'] / worker['bare_envelope']:.0%} of what a bare agent decodes from the same envelope topic.",
-        "- Interactions to fresh lists is far below the bare drain: each event is validated, learned",
-        "  and, once per batch, its user's list of 50 is re-ranked (candidates scored as arrays,",
-        "  about 0.7 ms a list) and written; the bare agent only decodes JSON.",
+        "- Interactions to fresh lists: each event is validated, deduplicated and learned and, once",
+        "  per batch, the list of 50 of each user the batch touched is re-ranked and written; the",
+        "  bare agents only decode JSON. On envelopes a bare agent pays Faust's per-message cost once",
+        "  per ~100 events, which no worker that learns and ranks can approach.",
         "",
     ]
     return "\n".join(lines)
