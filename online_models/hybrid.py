@@ -59,6 +59,9 @@ PARAMS = (
 )
 
 
+#: The blended signals, in the order a tie between them is settled (the first wins).
+SIGNALS = ("collab", "content", "trend", "match", "fresh")
+
 #: Below this, a user's taste scale is folded back into the stored values (see _User).
 SCALE_FLOOR = 1e-100
 
@@ -135,6 +138,7 @@ class HybridRecommender(Recommender):
         self._words = BagOfWords(lowercase=True, stop_words=set(STOP_WORDS))
         self._items: dict[str, dict[str, float]] = {}
         self._index: dict[str, deque] = {}
+        self._rows_of_index: dict[str, tuple[int, np.ndarray]] = {}  # feature -> (table moves, rows)
         self._co: dict[str, dict[str, float]] = {}
         self._engaged: dict[str, float] = {}  # item -> number of positive engagements
         self._users: dict[str, _User] = {}
@@ -148,8 +152,12 @@ class HybridRecommender(Recommender):
         self._table = ItemTable()
         self._trend_ref = self.trend.ref
 
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_rows_of_index"}  # derived: rebuilt on use
+
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._rows_of_index = {}
         if "_table" not in state:  # pickled before the item table existed: build it
             self._table = ItemTable()
             self._trend_ref = self.trend.ref
@@ -192,6 +200,7 @@ class HybridRecommender(Recommender):
             if index is None:
                 index = self._index[f] = deque(maxlen=self.index_per_feature)
             index.append(item.item_id)
+            self._rows_of_index.pop(f, None)
         for user_id, signal, ts in self._early.pop(item.item_id, ()):
             user = self._users.get(user_id)
             if user is not None:
@@ -377,9 +386,8 @@ class HybridRecommender(Recommender):
                     collab_of[list(rows)] = votes
                     pool[list(rows)] = True
             taste = self._current_taste(user, now)
-            row = table.row.__getitem__  # every indexed item has a row
             for f, _ in heapq.nlargest(8, taste.items(), key=lambda kv: kv[1]):
-                pool[list(map(row, self._index.get(f, ())))] = True
+                pool[self._index_rows(f)] = True
         trend_raw = np.where(eligible, table.trend[: table.n], 0.0)
         m = max(50, 2 * k)
         if table.n > m:
@@ -402,7 +410,7 @@ class HybridRecommender(Recommender):
             m_ = np.zeros(len(rows))
         m_pos = np.maximum(m_, 0.0)
         fresh = np.exp2(-np.maximum(0.0, now - table.born[rows]) / self.fresh_half_life_s)
-        parts = {
+        parts = {  # in the order of SIGNALS
             "collab": self.w_collab * c,
             "content": self.w_content * m_,
             "trend": self.w_trend * t,
@@ -420,15 +428,24 @@ class HybridRecommender(Recommender):
         ids = table.ids
         best = sorted(zip(total[chosen].tolist(), [ids[r] for r in rows[chosen].tolist()], chosen.tolist()), reverse=True)[:k]
         picked = np.array([j for _, _, j in best], dtype=np.int64)
-        columns = {name: values[picked].tolist() for name, values in parts.items()}
+        shares = np.stack([values[picked] for values in parts.values()])
+        mains = [SIGNALS[i] for i in np.argmax(shares, axis=0).tolist()]  # the first of equals, like max()
+        columns = [dict(zip(SIGNALS, column)) for column in shares.T.tolist()]
         # The feature behind a content reason: the one adding most to the item's match.
         features = table.best_features(rows[picked], dense) if dense is not None else [None] * len(best)
-        out = []
-        for n, (score, item_id, _) in enumerate(best):
-            contributions = {name: column[n] for name, column in columns.items()}
-            out.append(Scored(item_id, round(score, 6), self._reason(voters, item_id, contributions, features[n]),
-                              contributions))
-        return out
+        return [Scored(item_id, round(score, 6), self._reason(voters, item_id, main, contributions, feature), contributions)
+                for (score, item_id, _), main, contributions, feature in zip(best, mains, columns, features)]
+
+    def _index_rows(self, feature: str) -> np.ndarray:
+        """The rows of the newest items of a feature, kept until the feature gains an item
+        or an item moves to another row."""
+        cached = self._rows_of_index.get(feature)
+        if cached is not None and cached[0] == self._table.moves:
+            return cached[1]
+        row = self._table.row.__getitem__  # every indexed item has a row
+        rows = np.fromiter(map(row, self._index.get(feature, ())), dtype=np.intp)
+        self._rows_of_index[feature] = (self._table.moves, rows)
+        return rows
 
     def _collab(self, voters: list[tuple[str, float]]) -> dict[str, float]:
         """Votes of the user's recent positives for their co-engaged items (cosine-like)."""
@@ -465,9 +482,10 @@ class HybridRecommender(Recommender):
         return {f: v * factor / norm for f, v in user.taste.items()}
 
     def _reason(
-        self, voters: list[tuple[str, float]], item_id: str, contributions: dict[str, float], feature: str | None
+        self, voters: list[tuple[str, float]], item_id: str, main: str, contributions: dict[str, float],
+        feature: str | None,
     ) -> str:
-        main = max(contributions, key=contributions.__getitem__)
+        """Why an item is in the list, from ``main``, the signal that contributed most."""
         if main == "collab" and (source := self._because(voters, item_id)) is not None:
             return f"because you liked {source}"
         if main in ("content", "fresh", "match") and feature is not None:

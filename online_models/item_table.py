@@ -32,6 +32,8 @@ _ENTRIES_PER_ROW = 16
 class ItemTable:
     """Append-only per-item arrays: CSR features plus serving state."""
 
+    moves = 0  # (tables pickled before it was counted start from 0)
+
     def __init__(self) -> None:
         self.row: dict[str, int] = {}  # item -> its current row
         self.ids: list[str] = []  # row -> item
@@ -43,6 +45,7 @@ class ItemTable:
         self.n = 0
         self.nnz = 0
         self.retired = 0
+        self.moves = 0  # how many times an existing item got another row (rows derived before are stale)
         self.born = np.zeros(_FIRST_ROWS)
         self.deadline = np.full(_FIRST_ROWS, np.inf)
         self.live = np.zeros(_FIRST_ROWS, dtype=bool)
@@ -87,6 +90,7 @@ class ItemTable:
             self.trend[r] = self.trend[old]
             self.live[old] = False
             self.retired += 1
+            self.moves += 1
             if self.retired > max(_FIRST_ROWS, self.n // 4):
                 self._compact()
                 return self.row[item_id]
@@ -108,6 +112,7 @@ class ItemTable:
         self.feats = [self.feats[r] for r in keep.tolist()]
         self.row = {item_id: r for r, item_id in enumerate(self.ids)}
         self.n, self.nnz, self.retired = n, nnz, 0
+        self.moves += 1
 
     def _column(self, feature: str) -> int:
         c = self.col.get(feature)

@@ -172,3 +172,20 @@ def test_a_like_that_overtakes_its_item_shapes_taste_once_the_item_arrives() -> 
     early.learn_interaction("bob", "later", 2.0, ts=6.0)
     early.forget_user("bob")
     assert early._early["later"] == []
+
+
+def test_an_item_whose_features_change_stays_a_candidate_of_the_features_it_was_indexed_under() -> None:
+    # Candidates come from the newest items of a user's strongest features, as table rows
+    # kept between ranks; an item re-scraped with new text moves to another row.
+    model = HybridRecommender(w_trend=0.0, w_match=0.0)
+    for n in range(30):
+        model.learn_item(ItemInfo(f"jazz-{n}", category="music", tags=("jazz",), ts=float(n)))
+    model.learn_interaction("ann", "jazz-0", 2.0, ts=40.0)
+    before = [s.item_id for s in model.rank("ann", 50, now=50.0, exclude={"jazz-0"})]
+    assert "jazz-7" in before
+    model.learn_item(ItemInfo("jazz-7", category="music", tags=("jazz",), text="now with a new text", ts=41.0))
+    after = [s.item_id for s in model.rank("ann", 50, now=50.0, exclude={"jazz-0"})]
+    assert sorted(after) == sorted(before)
+    restored = pickle.loads(pickle.dumps(model))  # what is kept between ranks is not pickled
+    assert "_rows_of_index" not in model.__getstate__()
+    assert [s.item_id for s in restored.rank("ann", 50, now=50.0, exclude={"jazz-0"})] == after
