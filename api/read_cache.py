@@ -149,7 +149,7 @@ class ReadCache:
             return
         pool = redis.connection_pool
         kwargs = {**pool.connection_kwargs, "protocol": 2, "socket_timeout": None}
-        delay = 0.1
+        delay, warned = 0.1, False
         while True:
             conn = pool.connection_class(**kwargs)
             pinger: asyncio.Task | None = None
@@ -166,6 +166,7 @@ class ReadCache:
                 await conn.send_command("SUBSCRIBE", INVALIDATE_CHANNEL)
                 await conn.read_response()
                 self.tracking_started()
+                warned = False
                 log.info("read cache: Redis tracks %s for this process", ", ".join(self.prefixes))
                 delay = 0.1
                 pinger = asyncio.create_task(self._ping(conn))
@@ -176,9 +177,10 @@ class ReadCache:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, TimeoutError) as exc:
-                if self.tracked:
-                    log.warning("read cache: tracking connection lost (%s); reading Redis every time until it is back",
-                                type(exc).__name__)
+                if self.tracked or not warned:  # once per loss, not at every retry
+                    log.warning("read cache: no tracking connection (%s: %s); reading Redis every time until there is",
+                                type(exc).__name__, exc)
+                    warned = True
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX_S, delay * 2)
             finally:
@@ -192,9 +194,12 @@ class ReadCache:
     async def _ping(conn: Any) -> None:
         # A subscribed RESP2 connection answers PING with ["pong", ""]: the reader above
         # hears something at least every PING_EVERY_S, or gives the connection up.
-        while True:
-            await asyncio.sleep(PING_EVERY_S)
-            await conn.send_command("PING")
+        try:
+            while True:
+                await asyncio.sleep(PING_EVERY_S)
+                await conn.send_command("PING")
+        except (RedisError, OSError):
+            return  # the reader notices the silence and reconnects
 
 
 async def get_read_cache(request: Request) -> ReadCache:
