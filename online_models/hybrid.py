@@ -48,6 +48,9 @@ STOP_WORDS = frozenset(
 )
 
 
+#: Features whose candidate rows are kept between ranks (at most ~800 bytes each).
+INDEX_ROWS_KEPT = 4096
+
 #: Signals kept per item not in the catalogue yet, and items waiting at most.
 EARLY_PER_ITEM = 50
 EARLY_ITEMS = 10_000
@@ -138,7 +141,8 @@ class HybridRecommender(Recommender):
         self._words = BagOfWords(lowercase=True, stop_words=set(STOP_WORDS))
         self._items: dict[str, dict[str, float]] = {}
         self._index: dict[str, deque] = {}
-        self._rows_of_index: dict[str, tuple[int, np.ndarray]] = {}  # feature -> (table moves, rows)
+        # feature -> (table moves, rows), the most recently ranked features only
+        self._rows_of_index: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
         self._co: dict[str, dict[str, float]] = {}
         self._engaged: dict[str, float] = {}  # item -> number of positive engagements
         self._users: dict[str, _User] = {}
@@ -157,7 +161,7 @@ class HybridRecommender(Recommender):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._rows_of_index = {}
+        self._rows_of_index = OrderedDict()
         if "_table" not in state:  # pickled before the item table existed: build it
             self._table = ItemTable()
             self._trend_ref = self.trend.ref
@@ -439,12 +443,16 @@ class HybridRecommender(Recommender):
     def _index_rows(self, feature: str) -> np.ndarray:
         """The rows of the newest items of a feature, kept until the feature gains an item
         or an item moves to another row."""
-        cached = self._rows_of_index.get(feature)
+        kept = self._rows_of_index
+        cached = kept.get(feature)
         if cached is not None and cached[0] == self._table.moves:
+            kept.move_to_end(feature)
             return cached[1]
         row = self._table.row.__getitem__  # every indexed item has a row
-        rows = np.fromiter(map(row, self._index.get(feature, ())), dtype=np.intp)
-        self._rows_of_index[feature] = (self._table.moves, rows)
+        rows = np.fromiter(map(row, self._index.get(feature, ())), dtype=np.int32)
+        kept[feature] = (self._table.moves, rows)
+        if len(kept) > INDEX_ROWS_KEPT:
+            kept.popitem(last=False)
         return rows
 
     def _collab(self, voters: list[tuple[str, float]]) -> dict[str, float]:
