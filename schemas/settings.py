@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         description="Most bytes of records a worker agent applies in one batch (an envelope holds many events, "
         "so a record count alone let one batch hold 32,000 events and block Redis for 0.6 s).",
     )
+    apply_max_events: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Most events one atomic Redis call of a batch applies: Redis runs one call at a time and "
+        "every read waits behind it (a whole batch in one call held it 9 ms at 1,700 interactions/s).",
+    )
     batch_linger_s: float = Field(
         0.002, ge=0, le=1, description="Pause before flushing a batch the input queue left short."
     )

@@ -229,6 +229,7 @@ class WorkerContext:
             reject=reject,
             wheres=wheres_of(decoded.events),
             learning=learning,
+            max_events=self.settings.apply_max_events,
         )
         if gate is not None:
             gate.advance(records)

@@ -267,6 +267,15 @@ def should_learn(learning: Learning, where: str, fresh: bool, applied_at: str | 
     return fresh or applied_at == where
 
 
+@dataclass
+class _Slice:
+    """One atomic call of a batch: its effects, the (id, where) pairs of its fresh events."""
+
+    effects: Coalescer = field(default_factory=Coalescer)
+    ids: list[str] = field(default_factory=list)
+    rejected: int = 0
+
+
 async def apply_batch(
     redis: Any,
     keys: Keys,
@@ -281,8 +290,17 @@ async def apply_batch(
     reject: Callable[[list[tuple[Event, str]]], Awaitable[None]] | None = None,
     wheres: Sequence[str] | None = None,
     learning: Learning | None = None,
+    max_events: int | None = None,
 ) -> BatchResult:
-    """Apply the net effects of the batch's new events and remember their ids, atomically.
+    """Apply the net effects of the batch's new events and remember their ids, atomically
+    for every slice of at most ``max_events`` events (all at once without it).
+
+    Redis runs one script at a time and every read waits behind it: a batch of a few
+    hundred interactions in one call held Redis for 2.7 ms on average and 9 ms at most.
+    A slice's effects, its ids and its share of the applied counter go in one call, so a
+    crash between two slices leaves the first applied and remembered and the rest not,
+    as two smaller batches would; the writes that follow the whole batch (``finish``) go
+    with the last slice.
 
     ``wheres`` gives each event's ``partition:offset:index``, stored with its id; with
     ``learning`` it decides which events the model learns (see :class:`Learning`). The
@@ -320,26 +338,30 @@ async def apply_batch(
     if not plan:
         return result
 
-    effects = Coalescer()
+    step = max_events or len(plan)
+    slices: list[_Slice] = []
     dropped = Coalescer()  # what the model writes for events Redis already holds
     rejected: list[tuple[Event, str]] = []
     fresh_events: list[Event] = []
-    fresh_wheres: list[str] = []
-    for event, where, fresh, learn in plan:
-        try:
+    for first in range(0, len(plan), step):
+        part = _Slice()
+        for event, where, fresh, learn in plan[first : first + step]:
+            try:
+                if fresh:
+                    effect(part.effects, event, keys)
+                if learn:
+                    learning.learn(part.effects if fresh else dropped, event, keys, where)  # type: ignore[union-attr]
+            except Rejected as exc:
+                if not fresh:
+                    continue  # dead-lettered when it was first applied
+                rejected.append((event, exc.reason))
+                part.rejected += 1
             if fresh:
-                effect(effects, event, keys)
-            if learn:
-                learning.learn(effects if fresh else dropped, event, keys, where)  # type: ignore[union-attr]
-        except Rejected as exc:
-            if not fresh:
-                continue  # dead-lettered when it was first applied
-            rejected.append((event, exc.reason))
-        if fresh:
-            fresh_events.append(event)
-            fresh_wheres.append(where)
+                part.ids += (event.event_id, where)
+                fresh_events.append(event)
+        slices.append(part)
     if finish is not None:
-        finish(effects, fresh_events, keys)
+        finish(slices[-1].effects, fresh_events, keys)
 
     if emit is not None:
         await emit()
@@ -347,19 +369,22 @@ async def apply_batch(
         if reject is None:
             raise RuntimeError(f"an effect rejected {len(rejected)} events but nothing dead-letters them")
         await reject(rejected)
-    commands = effects.commands()
-    pairs = [x for e, w in zip(fresh_events, fresh_wheres, strict=True) for x in (e.event_id, w)]
-    for first in range(0, len(pairs), 2 * SCRIPT_CHUNK):  # unpack() in Lua has a stack limit
-        commands.append(("HSET", current, *pairs[first : first + 2 * SCRIPT_CHUNK]))
-    commands.append(("EXPIRE", current, dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1, "NX"))
-    # Counted in the same atomic call as the effects, so it is exact under redelivery.
-    commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(fresh_events) - len(rejected)))
-    payload = encode_commands(commands)
-    await with_redis_retry("apply", lambda: redis.eval(APPLY_SCRIPT, 0, *payload))
+    expire = dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1
+    for part in slices:
+        commands = part.effects.commands()
+        if not commands and not part.ids:
+            continue  # learn-only events: nothing to write
+        for at in range(0, len(part.ids), 2 * SCRIPT_CHUNK):  # unpack() in Lua has a stack limit
+            commands.append(("HSET", current, *part.ids[at : at + 2 * SCRIPT_CHUNK]))
+        commands.append(("EXPIRE", current, expire, "NX"))
+        # Counted in the same atomic call as the effects, so it is exact under redelivery.
+        commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(part.ids) // 2 - part.rejected))
+        payload = encode_commands(commands)
+        await with_redis_retry("apply", lambda p=payload: redis.eval(APPLY_SCRIPT, 0, *p))
     # Lists after the counters, so a list that reflects an action never comes with a profile
     # that does not; in slices, as one script holding them all kept Redis (and every GET)
-    # waiting.
-    await write_in_slices(redis, effects.soon_commands())
+    # waiting. Only ``finish`` queues them, so they follow every slice's deletes.
+    await write_in_slices(redis, slices[-1].effects.soon_commands())
     result.applied = len(fresh_events) - len(rejected)
     result.rejected = len(rejected)
     return result
