@@ -139,19 +139,27 @@ class WorkerContext:
         emit: Callable[[], Awaitable[None]] | None = None,
         learn: LearnFn | None = None,
         gate: OffsetGate | None = None,
+        whole_batches: bool = False,
     ) -> None:
         """Declare an agent that applies ``effect`` to every valid event of ``spec``'s topic.
 
-        ``finish`` runs after each batch's events (in the same atomic write); ``before``
+        ``finish`` runs after each batch's events (in its last atomic write); ``before``
         is awaited ahead of each batch; ``emit`` after its effects are known and before
         they are written (see :func:`streams.pipeline.apply_batch`); ``lock`` is held while
         a batch is handled. ``learn`` is the model's side of an event, gated by the offsets
         in ``gate`` (see :class:`streams.pipeline.Learning`).
+
+        A batch is written in atomic calls of at most ``Settings.apply_max_events`` events,
+        unless ``whole_batches``: then in one. An agent needs that when ``finish`` saves
+        state its effects built in memory (the strategy selectors): a crash between two
+        calls would leave the first slice's events marked applied but missing from that
+        state, and the redelivered batch would skip them.
         """
         lock = lock or asyncio.Lock()
         allowed = frozenset(spec.types)
         settings = self.settings
         topic_name = spec.full_name(settings)
+        max_events = None if whole_batches else settings.apply_max_events
 
         async def agent(stream: faust.StreamT) -> None:
             # Manual acks: a record is acked only after its batch is written. The batch is
@@ -175,7 +183,7 @@ class WorkerContext:
                         async with lock:
                             if before is not None:
                                 await before()
-                            await self.handle(batch, allowed, effect, topic_name, finish, emit, learn, gate)
+                            await self.handle(batch, allowed, effect, topic_name, finish, emit, learn, gate, max_events)
                     for done in batch:
                         await manual.ack(done)
                     batch, size = [], 0
@@ -198,6 +206,7 @@ class WorkerContext:
         emit: Callable[[], Awaitable[None]] | None = None,
         learn: LearnFn | None = None,
         gate: OffsetGate | None = None,
+        max_events: int | None = None,
     ) -> None:
         records = [ev.message for ev in batch]
         learning = None
@@ -229,7 +238,7 @@ class WorkerContext:
             reject=reject,
             wheres=wheres_of(decoded.events),
             learning=learning,
-            max_events=self.settings.apply_max_events,
+            max_events=max_events,
         )
         if gate is not None:
             gate.advance(records)

@@ -342,6 +342,7 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
     ctx.consume(
         SCRAPE_ATTEMPTS, service.effect, name="select_scraping_strategies", finish=service.finish,
         before=before, emit=emit, lock=service.lock,
+        whole_batches=True,  # finish saves the selectors the batch's effects moved
     )
 
     @ctx.app.on_partitions_assigned.connect
