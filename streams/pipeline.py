@@ -269,10 +269,12 @@ def should_learn(learning: Learning, where: str, fresh: bool, applied_at: str | 
 
 @dataclass
 class _Slice:
-    """One atomic call of a batch: its effects, the (id, where) pairs of its fresh events."""
+    """One atomic call of a batch: its effects, and its fresh events as the flat
+    ``event_id, where, event_id, where, ...`` the dedupe bucket's HSET takes."""
 
     effects: Coalescer = field(default_factory=Coalescer)
-    ids: list[str] = field(default_factory=list)
+    pairs: list[str] = field(default_factory=list)
+    fresh: int = 0
     rejected: int = 0
 
 
@@ -357,7 +359,8 @@ async def apply_batch(
                 rejected.append((event, exc.reason))
                 part.rejected += 1
             if fresh:
-                part.ids += (event.event_id, where)
+                part.pairs += (event.event_id, where)
+                part.fresh += 1
                 fresh_events.append(event)
         slices.append(part)
     if finish is not None:
@@ -372,13 +375,13 @@ async def apply_batch(
     expire = dedupe_ttl_s + dedupe_ttl_s // DEDUPE_BUCKETS + 1
     for part in slices:
         commands = part.effects.commands()
-        if not commands and not part.ids:
+        if not commands and not part.fresh:
             continue  # learn-only events: nothing to write
-        for at in range(0, len(part.ids), 2 * SCRIPT_CHUNK):  # unpack() in Lua has a stack limit
-            commands.append(("HSET", current, *part.ids[at : at + 2 * SCRIPT_CHUNK]))
+        for at in range(0, len(part.pairs), 2 * SCRIPT_CHUNK):  # unpack() in Lua has a stack limit
+            commands.append(("HSET", current, *part.pairs[at : at + 2 * SCRIPT_CHUNK]))
         commands.append(("EXPIRE", current, expire, "NX"))
         # Counted in the same atomic call as the effects, so it is exact under redelivery.
-        commands.append(("HINCRBY", keys.stats, f"applied:{topic}", len(part.ids) // 2 - part.rejected))
+        commands.append(("HINCRBY", keys.stats, f"applied:{topic}", part.fresh - part.rejected))
         payload = encode_commands(commands)
         await with_redis_retry("apply", lambda p=payload: redis.eval(APPLY_SCRIPT, 0, *p))
     # Lists after the counters, so a list that reflects an action never comes with a profile
