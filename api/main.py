@@ -32,7 +32,7 @@ from api.routes import (
     scraping,
     ui,
 )
-from deploy.runtime import tune_gc
+from deploy.runtime import serve_first, tune_gc
 from schemas.keys import Keys
 from schemas.settings import Settings, get_settings
 
@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_gc()  # in each uvicorn worker process: requests allocate much, and make few cycles
+        if settings.api_realtime_priority:
+            serve_first(settings.api_realtime_priority)  # this event loop's thread, in each worker process
         app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         app.state.producer = EventProducer(settings)
         await app.state.producer.start()

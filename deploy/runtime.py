@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gc
+import logging
+import os
+
+log = logging.getLogger(__name__)
 
 #: Net allocations between two young-generation collections, then how many of those per
 #: middle- and per old-generation pass. With Python's default (700, 10, 10) the cycle
@@ -16,3 +20,24 @@ GC_THRESHOLDS = (50_000, 50, 100)
 def tune_gc() -> None:
     """Fewer, larger garbage-collection passes (see :data:`GC_THRESHOLDS`)."""
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def serve_first(priority: int, pid: int = 0) -> bool:
+    """Ask the kernel to run a latency-bound process (the API, Redis) ahead of CPU-bound
+    neighbours (the worker, the broker) on a shared host: ``SCHED_RR`` at ``priority``
+    for each of its threads, not inherited by what it forks or spawns.
+
+    Linux's fair scheduler lets a running CPU-bound task finish its slice (milliseconds)
+    before a task that just woke gets the CPU, and a served read wakes the API, then
+    Redis, then the API again. Needs ``CAP_SYS_NICE``; without it a warning is logged and
+    the process keeps the default policy. ``pid`` 0: this process. True when applied.
+    """
+    policy = os.SCHED_RR | os.SCHED_RESET_ON_FORK
+    threads = [0] if pid == 0 else [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    try:
+        for tid in threads:
+            os.sched_setscheduler(tid, policy, os.sched_param(priority))
+    except PermissionError:
+        log.warning("real-time priority %d refused (needs CAP_SYS_NICE); running with the default scheduler", priority)
+        return False
+    return True

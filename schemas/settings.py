@@ -221,6 +221,12 @@ class Settings(BaseSettings):
         description="Let Redis track the cached keys (CLIENT TRACKING, BCAST) so a copy is served until the key "
         "changes; false = read Redis on every request and keep the copies only for when it is away.",
     )
+    api_realtime_priority: int = Field(
+        0, ge=0, le=99,
+        description="When above 0, each API process runs at this SCHED_RR priority (needs CAP_SYS_NICE), so a "
+        "worker or broker busy on the same host does not hold up its requests by a scheduler slice; 0 = default "
+        "scheduler.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma separated (none by default)."
     )

@@ -11,6 +11,13 @@ rate), the worker's memory must stay flat within a stated bound after warm-up, a
 API's p99 must stay within its benchmark figure; the lag must never exceed two seconds of
 input.
 
+For the run (after the peak is measured) the serving path goes first: the API, Redis and
+the reader's process at real-time priority (``SCHED_RR``, :func:`deploy.runtime.serve_first`),
+the worker and the broker on the default scheduler, as if the serving path had cores of its
+own. On two shared cores a read otherwise waits for the CPU at each of its wake-ups (API,
+Redis, API, reader) behind a worker busy with its batch: that wait, not the API, made the
+p99 of earlier runs (docs/reliability.md). ``EDDY_FAULTS_SERVE_FIRST=0`` runs it without.
+
 ``EDDY_FAULTS_SHARE`` (share of the peak) and ``EDDY_FAULTS_DURATION_S`` override the
 scale's values, e.g. to find the rate the worker sustains.
 """
@@ -18,19 +25,22 @@ scale's values, e.g. to find the rate the worker sustains.
 from __future__ import annotations
 
 import http.client
+import multiprocessing
 import os
 import random
 import sys
-import threading
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis as redis_lib
 
+from deploy.runtime import serve_first
 from tests.faults.harness import (
     Producer,
     Rig,
     TrialResult,
+    api_pid,
     catalogue,
     ledger_event,
     percentile,
@@ -52,40 +62,56 @@ SCALES = {
 }
 
 
-class Reader(threading.Thread):
-    """GET /api/recommendations for random known users, ``rate`` per second; latencies kept."""
+def read_lists(api: str, users: int, rate: float, priority: int, stop: Any, out: Any) -> None:
+    """The reader's process: GET /api/recommendations for random known users, ``rate`` per
+    second, until ``stop`` is set; then ``(latencies, server_errors)`` on ``out``."""
+    # http.client on one keep-alive connection, in a process of its own (no GIL shared with
+    # the producer): the benchmark's GET figure is measured with a raw client too, so both
+    # latencies carry little client time. At ``priority`` (SCHED_RR) the reader does not
+    # wait a scheduler slice behind the worker to see its answers, as a client on another
+    # machine would not.
+    if priority:
+        serve_first(priority)
+    rng = random.Random(3)
+    address = urlsplit(api)
+    conn = http.client.HTTPConnection(address.hostname, address.port, timeout=10.0)
+    latencies: list[tuple[float, float]] = []
+    errors = 0
+    while not stop.wait(1 / rate):
+        start = time.perf_counter()
+        try:
+            conn.request("GET", f"/api/recommendations?user_id=u{rng.randrange(users)}")
+            resp = conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException):  # a timeout counts as an error and as its wait
+            conn.close()
+            errors += 1
+            latencies.append((time.monotonic(), time.perf_counter() - start))
+            continue
+        latencies.append((time.monotonic(), time.perf_counter() - start))
+        errors += resp.status >= 500
+    conn.close()
+    out.put((latencies, errors))
 
-    def __init__(self, api: str, users: int, rate: float = 20.0) -> None:
-        super().__init__(daemon=True, name="reader")
-        self.api, self.users, self.rate = api, users, rate
+
+class Reader:
+    """Reads lists from a process of its own (:func:`read_lists`); latencies kept."""
+
+    def __init__(self, api: str, users: int, rate: float = 20.0, *, priority: int = 0) -> None:
+        context = multiprocessing.get_context("spawn")  # the trial's threads must not be forked
+        self.stop_event, self.out = context.Event(), context.Queue()
+        self.process = context.Process(target=read_lists, name="reader", daemon=True,
+                                       args=(api, users, rate, priority, self.stop_event, self.out))
         self.latencies: list[tuple[float, float]] = []
         self.server_errors = 0
-        self.stop_event = threading.Event()
 
-    def run(self) -> None:
-        # http.client on one keep-alive connection: the benchmark's GET figure is measured
-        # with a raw client too, so both latencies carry little client time.
-        rng = random.Random(3)
-        address = urlsplit(self.api)
-        conn = http.client.HTTPConnection(address.hostname, address.port, timeout=10.0)
-        while not self.stop_event.wait(1 / self.rate):
-            start = time.perf_counter()
-            try:
-                conn.request("GET", f"/api/recommendations?user_id=u{rng.randrange(self.users)}")
-                resp = conn.getresponse()
-                resp.read()
-            except (OSError, http.client.HTTPException):  # a timeout counts as an error and as its wait
-                conn.close()
-                self.server_errors += 1
-                self.latencies.append((time.monotonic(), time.perf_counter() - start))
-                continue
-            self.latencies.append((time.monotonic(), time.perf_counter() - start))
-            self.server_errors += resp.status >= 500
-        conn.close()
+    def start(self) -> None:
+        self.process.start()
 
     def halt(self) -> None:
         self.stop_event.set()
-        self.join(15)
+        self.latencies, self.server_errors = self.out.get(timeout=60)
+        self.process.join(15)
 
 
 #: Highest input rate the trial will run at, whatever the peak measured.
@@ -142,11 +168,16 @@ def run(scale: str) -> TrialResult:
         print(f"sustained: peak {peak:.0f}/s, running at {rate:.0f}/s for {p['duration_s']:.0f} s",
               file=sys.stderr, flush=True)
         worker = rig.worker_pid("worker")
+        # The serving path first, as if the API, Redis and the reader had cores of their own
+        # (README, "Running in production"): SCHED_RR for them, the worker and the broker on
+        # the default scheduler. EDDY_FAULTS_SERVE_FIRST=0 leaves everything on the default.
+        priority = 1 if os.environ.get("EDDY_FAULTS_SERVE_FIRST", "1") != "0" else 0
+        served_first = bool(priority) and all(serve_first(priority, pid) for pid in (api_pid(rig), rig.redis_proc.pid))
         events = (ledger_event(n, p["users"], p["items"]) for n in range(10**9))
         producer = Producer(api, events, rate=rate, batch=min(500, max(10, int(rate / 10))), keep=False)
         base = rig.stack.applied("interactions")
         producer.start()
-        reader = Reader(api, p["users"])
+        reader = Reader(api, p["users"], priority=priority if served_first else 0)
         reader.start()
         samples: list[tuple[float, int, float]] = []  # (t, lag, worker RSS MB)
         start = time.monotonic()
@@ -172,7 +203,7 @@ def run(scale: str) -> TrialResult:
         if scale != "full":
             result.figures["lags"] = [s[1] for s in samples]
         result.figures.update(
-            peak_per_s=round(peak), share=p["share"], rate_per_s=round(rate), achieved_per_s=round(achieved),
+            peak_per_s=round(peak), share=p["share"], serve_first=served_first, rate_per_s=round(rate), achieved_per_s=round(achieved),
             duration_s=round(p["duration_s"]), lag_mean=round(sum(lags) / len(lags)), lag_max=max(lags),
             lag_slope_per_s=round(slope([(s[0], s[1]) for s in warm]), 2),
             worker_rss_start_mb=round(median([s[2] for s in warm[:tenth]]), 1),
