@@ -24,19 +24,25 @@ def tune_gc() -> None:
 
 def serve_first(priority: int, pid: int = 0) -> bool:
     """Ask the kernel to run a latency-bound process (the API, Redis) ahead of CPU-bound
-    neighbours (the worker, the broker) on a shared host: ``SCHED_RR`` at ``priority``
-    for each of its threads, not inherited by what it forks or spawns.
+    neighbours (the worker, the broker) on a shared host: ``SCHED_RR`` at ``priority``,
+    with the reset-on-fork flag, so neither forked children nor threads started later
+    inherit it.
 
-    Linux's fair scheduler lets a running CPU-bound task finish its slice (milliseconds)
-    before a task that just woke gets the CPU, and a served read wakes the API, then
-    Redis, then the API again. Needs ``CAP_SYS_NICE``; without it a warning is logged and
-    the process keeps the default policy. ``pid`` 0: this process. True when applied.
+    ``pid`` 0: the calling thread only (the API calls this from its event loop's thread);
+    another ``pid``: each thread that process has now (a thread ending meanwhile is
+    skipped). Linux's fair scheduler lets a running CPU-bound task finish its slice
+    (milliseconds) before a task that just woke gets the CPU, and a served read wakes the
+    API, then Redis, then the API again. Needs ``CAP_SYS_NICE``; without it a warning is
+    logged and the threads keep the default policy. True when applied.
     """
     policy = os.SCHED_RR | os.SCHED_RESET_ON_FORK
     threads = [0] if pid == 0 else [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     try:
         for tid in threads:
-            os.sched_setscheduler(tid, policy, os.sched_param(priority))
+            try:
+                os.sched_setscheduler(tid, policy, os.sched_param(priority))
+            except ProcessLookupError:
+                continue  # the thread ended since the listing
     except PermissionError:
         log.warning("real-time priority %d refused (needs CAP_SYS_NICE); running with the default scheduler", priority)
         return False

@@ -223,9 +223,9 @@ class Settings(BaseSettings):
     )
     api_realtime_priority: int = Field(
         0, ge=0, le=99,
-        description="When above 0, each API process runs at this SCHED_RR priority (needs CAP_SYS_NICE), so a "
-        "worker or broker busy on the same host does not hold up its requests by a scheduler slice; 0 = default "
-        "scheduler.",
+        description="When above 0, each API process runs its event loop at this SCHED_RR priority (needs "
+        "CAP_SYS_NICE), so a worker or broker busy on the same host does not hold up its requests by a scheduler "
+        "slice; 0 = default scheduler.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma separated (none by default)."

@@ -7,7 +7,9 @@ so tests sharing the broker and Redis never see each other's events.
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -236,6 +238,20 @@ def stack(broker: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     s = Stack(broker, redis_url, tmp_path)
     yield s
     s.close()
+
+
+@functools.cache
+def can_raise_priority() -> bool:
+    """Whether this process may put others on a real-time policy (root or CAP_SYS_NICE)."""
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        os.sched_setscheduler(child.pid, os.SCHED_RR, os.sched_param(1))
+        return True
+    except PermissionError:
+        return False
+    finally:
+        child.kill()
+        child.wait()
 
 
 def wait_caught_up(stack: Stack, topics: list[str], timeout_s: float = 60.0) -> None:

@@ -27,9 +27,11 @@ from __future__ import annotations
 import http.client
 import multiprocessing
 import os
+import queue
 import random
 import sys
 import time
+import traceback
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -64,7 +66,15 @@ SCALES = {
 
 def read_lists(api: str, users: int, rate: float, priority: int, stop: Any, out: Any) -> None:
     """The reader's process: GET /api/recommendations for random known users, ``rate`` per
-    second, until ``stop`` is set; then ``(latencies, server_errors)`` on ``out``."""
+    second, until ``stop`` is set; then ``(latencies, server_errors)`` on ``out``, or the
+    traceback of what stopped it."""
+    try:
+        out.put(_read_lists(api, users, rate, priority, stop))
+    except BaseException:  # noqa: BLE001 - reported by the trial, not lost in a process
+        out.put(traceback.format_exc())
+
+
+def _read_lists(api: str, users: int, rate: float, priority: int, stop: Any) -> tuple[list, int]:
     # http.client on one keep-alive connection, in a process of its own (no GIL shared with
     # the producer): the benchmark's GET figure is measured with a raw client too, so both
     # latencies carry little client time. At ``priority`` (SCHED_RR) the reader does not
@@ -91,7 +101,7 @@ def read_lists(api: str, users: int, rate: float, priority: int, stop: Any, out:
         latencies.append((time.monotonic(), time.perf_counter() - start))
         errors += resp.status >= 500
     conn.close()
-    out.put((latencies, errors))
+    return latencies, errors
 
 
 class Reader:
@@ -109,9 +119,25 @@ class Reader:
         self.process.start()
 
     def halt(self) -> None:
+        """Stop the reader and take its figures; raises what stopped it, if anything did."""
         self.stop_event.set()
-        self.latencies, self.server_errors = self.out.get(timeout=60)
+        deadline = time.monotonic() + 60
+        result = None
+        while result is None and time.monotonic() < deadline:
+            try:
+                result = self.out.get(timeout=1.0)  # before join: a full pipe would block the child's exit
+            except queue.Empty:
+                if not self.process.is_alive():
+                    break
         self.process.join(15)
+        if not isinstance(result, tuple):
+            raise RuntimeError(f"the reader stopped (exit code {self.process.exitcode}): {result or 'no figures'}")
+        self.latencies, self.server_errors = result
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
 
 
 #: Highest input rate the trial will run at, whatever the peak measured.
@@ -158,6 +184,7 @@ def run(scale: str) -> TrialResult:
             p[name] = float(os.environ[var])
     result = TrialResult("sustained", scale)
     rig = Rig("sustained")
+    reader: Reader | None = None
     try:
         rig.stack.start_worker("worker")
         api = start_api(rig)
@@ -172,7 +199,8 @@ def run(scale: str) -> TrialResult:
         # (README, "Running in production"): SCHED_RR for them, the worker and the broker on
         # the default scheduler. EDDY_FAULTS_SERVE_FIRST=0 leaves everything on the default.
         priority = 1 if os.environ.get("EDDY_FAULTS_SERVE_FIRST", "1") != "0" else 0
-        served_first = bool(priority) and all(serve_first(priority, pid) for pid in (api_pid(rig), rig.redis_proc.pid))
+        applied = [serve_first(priority, pid) for pid in (api_pid(rig), rig.redis_proc.pid)] if priority else [False]
+        served_first = all(applied)
         events = (ledger_event(n, p["users"], p["items"]) for n in range(10**9))
         producer = Producer(api, events, rate=rate, batch=min(500, max(10, int(rate / 10))), keep=False)
         base = rig.stack.applied("interactions")
@@ -203,7 +231,8 @@ def run(scale: str) -> TrialResult:
         if scale != "full":
             result.figures["lags"] = [s[1] for s in samples]
         result.figures.update(
-            peak_per_s=round(peak), share=p["share"], serve_first=served_first, rate_per_s=round(rate), achieved_per_s=round(achieved),
+            peak_per_s=round(peak), share=p["share"], serve_first=served_first,
+            rate_per_s=round(rate), achieved_per_s=round(achieved),
             duration_s=round(p["duration_s"]), lag_mean=round(sum(lags) / len(lags)), lag_max=max(lags),
             lag_slope_per_s=round(slope([(s[0], s[1]) for s in warm]), 2),
             worker_rss_start_mb=round(median([s[2] for s in warm[:tenth]]), 1),
@@ -218,4 +247,6 @@ def run(scale: str) -> TrialResult:
         )
         return result
     finally:
+        if reader is not None:
+            reader.close()
         rig.close()

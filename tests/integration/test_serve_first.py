@@ -6,8 +6,7 @@ import os
 
 import httpx
 
-from tests.conftest import Stack
-from tests.unit.test_runtime import _can_raise
+from tests.conftest import Stack, can_raise_priority
 
 
 def test_an_api_asked_for_realtime_priority_runs_its_event_loop_on_round_robin(stack: Stack) -> None:
@@ -17,7 +16,7 @@ def test_an_api_asked_for_realtime_priority_runs_its_event_loop_on_round_robin(s
     resp = httpx.get(api + "/api/recommendations", params={"user_id": "ann"})
     assert resp.status_code == 200 and resp.json()["cold_start"] is True
     # One uvicorn process: its main thread runs the event loop and the lifespan.
-    if _can_raise():
+    if can_raise_priority():
         assert os.sched_getscheduler(pid) == os.SCHED_RR | os.SCHED_RESET_ON_FORK
         assert os.sched_getparam(pid).sched_priority == 2
     else:
