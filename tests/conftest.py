@@ -243,12 +243,11 @@ def stack(broker: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
 @functools.cache
 def can_raise_priority() -> bool:
     """Whether this process may put others on a real-time policy (root or CAP_SYS_NICE)."""
+    from deploy.runtime import serve_first
+
     child = subprocess.Popen(["sleep", "5"])
     try:
-        os.sched_setscheduler(child.pid, os.SCHED_RR, os.sched_param(1))
-        return True
-    except PermissionError:
-        return False
+        return serve_first(1, child.pid)
     finally:
         child.kill()
         child.wait()

@@ -199,8 +199,7 @@ def run(scale: str) -> TrialResult:
         # (README, "Running in production"): SCHED_RR for them, the worker and the broker on
         # the default scheduler. EDDY_FAULTS_SERVE_FIRST=0 leaves everything on the default.
         priority = 1 if os.environ.get("EDDY_FAULTS_SERVE_FIRST", "1") != "0" else 0
-        applied = [serve_first(priority, pid) for pid in (api_pid(rig), rig.redis_proc.pid)] if priority else [False]
-        served_first = all(applied)
+        served_first = bool(priority) and all([serve_first(priority, pid) for pid in (api_pid(rig), rig.redis_proc.pid)])
         events = (ledger_event(n, p["users"], p["items"]) for n in range(10**9))
         producer = Producer(api, events, rate=rate, batch=min(500, max(10, int(rate / 10))), keep=False)
         base = rig.stack.applied("interactions")
