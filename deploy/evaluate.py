@@ -7,7 +7,9 @@ lines are counted and reported, not fatal), sorted by event time, and fed to
 
 from __future__ import annotations
 
+import gzip
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -18,6 +20,7 @@ from rich.table import Table
 from deploy.runtime import tune_gc
 from online_models.evaluation import Prequential
 from online_models.hybrid import HybridRecommender
+from online_models.knn import ItemKNN
 from online_models.popularity import Popularity
 from schemas.events import EventDecodeError, validate_event
 
@@ -29,12 +32,14 @@ def default_models() -> dict:
         "eddy": HybridRecommender(),
         "popularity": Popularity(),
         "decayed_popularity": Popularity(half_life_s=3 * 86400.0),
+        "knn": ItemKNN(history=20),
     }
 
 
 def load_events(path: Path, console: Console) -> tuple[list, int]:
     events, invalid = [], 0
-    with path.open("rb") as fh:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -59,6 +64,7 @@ def run_evaluation(path: Path, *, k: int, as_json: bool, console: Console) -> in
         console.print(f"[red]no such file: {path}[/]")
         return 2
     err = Console(stderr=True)
+    started = time.perf_counter()
     events, invalid = load_events(path, err)
     runner = Prequential(default_models(), k=k)
     with Progress(
@@ -66,13 +72,30 @@ def run_evaluation(path: Path, *, k: int, as_json: bool, console: Console) -> in
         console=err, transient=True, disable=not err.is_terminal,
     ) as progress:
         task = progress.add_task("replaying", total=len(events))
-        report = runner.run(events, progress=lambda n: progress.advance(task, n))
+        if progress.disable:  # not a terminal: a line every 10% instead of a bar
+            step = max(1, len(events) // 10)
+            done = 0
+
+            def advance(n: int) -> None:
+                nonlocal done
+                done += n
+                if done % step == 0:
+                    rate = done / max(1e-9, time.perf_counter() - started)
+                    err.print(f"replayed {done:,}/{len(events):,} events ({rate:,.0f}/s)", highlight=False)
+        else:
+            def advance(n: int) -> None:
+                progress.advance(task, n)
+        report = runner.run(events, progress=advance)
+    seconds = time.perf_counter() - started
+    report["seconds"] = round(seconds, 1)
+    report["events_per_s"] = round(report["events"] / max(seconds, 1e-9))
     if invalid:
         report["invalid_lines"] = invalid
     if as_json:
         sys.stdout.write(orjson.dumps(report).decode() + "\n")
         return 0
-    table = Table(title=f"{report['events']:,} events, {report['targets']:,} targets, k={k}")
+    table = Table(title=f"{report['events']:,} events, {report['targets']:,} targets, k={k}, "
+                        f"{report['seconds']} s ({report['events_per_s']:,} events/s)")
     for col in ("model", f"HR@{k}", f"NDCG@{k}", "coverage"):
         table.add_column(col, justify="right" if col != "model" else "left")
     for name, m in report["models"].items():

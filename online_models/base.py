@@ -38,6 +38,12 @@ def signal_of(action: str, value: float | None = None) -> float:
     return ACTION_WEIGHTS.get(action, 0.0)
 
 
+def is_consumption(signal: float) -> bool:
+    """Whether an interaction of this signal is the user acting on the item: anything but an
+    impression (exposure, the only signal between -0.5 and 0), so a neutral rating counts."""
+    return signal >= 0 or signal <= -0.5
+
+
 def is_positive(action: str, value: float | None = None) -> bool:
     """A target of the evaluation protocol: click, like, save, view or rate >= 4."""
     return action in POSITIVE_ACTIONS or (action == "rate" and value is not None and value >= 4)

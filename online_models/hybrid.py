@@ -1,31 +1,42 @@
-"""Eddy's recommender: collaborative, content and trending signals learned online.
+"""Eddy's recommender: every signal a feature, blended by weights learned from the stream.
 
-Three signals, each learned one event at a time with event-time decay:
+For each user, a candidate pool is built from what can hold the right item: the items that
+co-occur with the user's recent history, what follows their last items, the top of every
+trending count, the newest items, the newest items of the user's strongest content features,
+and what they were shown. Each candidate gets a row of features:
 
-* **collaborative** — item-to-item co-engagement: when a user engages with ``j`` after
-  ``i``, the pair gains weight; a user's recent positives vote for their neighbours,
-  normalised like a cosine so that blockbusters do not drown everything;
-* **content** — a per-user taste vector over item features (category, tags, source and
-  title/text words through River's ``BagOfWords``), pushed up by positives and down by
-  negatives, seeded by declared interests; it ranks an item scraped a second ago before
-  anyone has clicked it;
-* **trending** — recency-decayed popularity, the prior for everyone and the whole answer
-  for a user Eddy knows nothing about.
+* ``collab`` — item-to-item co-engagement over the user's last ``history`` items, the most
+  recent weighing most (``recency`` per step back), pairs weighted by how close together the
+  two items were in a user's history (``pair_decay`` per step), votes divided by the square
+  root of the candidate's own count so that blockbusters do not drown everything; every
+  rating counts as consumption, positives fully and neutral or negative ones half;
+* ``seq`` — what followed the user's last three items in other users' histories;
+* ``content`` — the user's taste over category, tags, source and title words (cosine);
+  ``declared`` — the interests they declared; ``match`` — content × trending;
+  ``fresh_content`` — content × the item's newness;
+* ``pop`` and ``trend_*`` — counts decayed at several half-lives, in seconds of event time
+  and in events, so that a stream of 12 ratings a day and one of 465 both find theirs;
+* ``fresh``, ``newitem`` — how new the item is, and whether nobody has touched it yet.
 
-Scores are blended after scaling each signal to [0, 1] over the candidates, plus two
-interactions of signals: *match* (content × trending: popular within the user's taste)
-and *fresh* (content × the item's newness). Each item gets the reason of the signal that
-contributed most. ``rank`` reads only.
+A :class:`~online_models.ranker.BlendRanker` scores ``w · x`` with weights per user segment
+(new, short or long history) and item segment (new or known) and learns them test-then-
+train: when a user first acts positively on an item, the pool ranked for them just before
+is a softmax choice, and the weights take a step towards the chosen item. Content that is
+noise on a stream loses its weight there; where every item is new, content and freshness
+lead. Each item's reason names the feature that contributed most under the learned weights.
+
+Co-occurrence and counts are kept per item *key* (numbered once, never moved), in
+:mod:`online_models.item_state`; the catalogue's features and serving state are the
+:class:`~online_models.item_table.ItemTable`. ``rank`` reads only.
 
 >>> from online_models.base import ItemInfo
->>> from online_models.hybrid import HybridRecommender
 >>> model = HybridRecommender()
 >>> model.learn_item(ItemInfo("oil-1", category="painting", tags=("oil",), ts=0.0))
 >>> model.learn_item(ItemInfo("jazz-1", category="music", tags=("jazz",), ts=0.0))
 >>> model.learn_item(ItemInfo("oil-2", category="painting", tags=("oil",), ts=1.0))
 >>> model.learn_interaction("ann", "oil-1", 2.0, ts=2.0)
 >>> [(s.item_id, s.reason) for s in model.rank("ann", k=2, now=3.0, exclude={"oil-1"})]
-[('oil-2', 'new in your interest painting')]
+[('oil-2', 'new in your interest painting'), ('jazz-1', 'new')]
 """
 
 from __future__ import annotations
@@ -39,136 +50,170 @@ from dataclasses import dataclass, field
 import numpy as np
 from river.feature_extraction import BagOfWords
 
-from online_models.base import ItemInfo, Recommender, Scored
+from online_models.base import ItemInfo, Recommender, Scored, is_consumption
+from online_models.item_state import DecayedCounts, SparseRows
 from online_models.item_table import ItemTable
-from online_models.popularity import Popularity
+from online_models.ranker import BlendRanker, user_segment
 
 STOP_WORDS = frozenset(
     ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "will", "with", "you", "your", "we", "our"]
 )
 
-
-#: Features whose candidate rows are kept between ranks (at most ~800 bytes each).
-INDEX_ROWS_KEPT = 4096
-
 #: Signals kept per item not in the catalogue yet, and items waiting at most.
 EARLY_PER_ITEM = 50
 EARLY_ITEMS = 10_000
 
+#: Trending half-lives: in seconds of event time, and in events.
+TIME_HALF_LIVES = {"6h": 6 * 3600.0, "1d": 86400.0, "3d": 3 * 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
+EVENT_HALF_LIVES = {"1k": 1_000.0, "10k": 10_000.0}
+TRENDS = tuple(f"trend_{name}" for name in (*TIME_HALF_LIVES, *EVENT_HALF_LIVES))
+MATCH_TREND = 1  # content × trending uses the one-day count
+
+#: The features of a candidate, in the order a tie between their contributions is settled.
+FEATURES = ("collab", "seq", "match", "fresh_content", "content", "declared", "pop", *TRENDS, "fresh", "newitem", "bias")
+
+#: Starting weights: what a world too small to have taught anything yet should do.
+PRIOR = {"collab": 1.0, "seq": 0.5, "content": 1.0, "declared": 1.0, "match": 1.2, "fresh_content": 1.0,
+         "pop": 0.1, "fresh": 0.2, **{t: 0.35 for t in TRENDS}}
+
 #: Constructor parameters, in order (what a challenger may change).
 PARAMS = (
-    "half_life_s", "trend_half_life_s", "w_collab", "w_content", "w_trend", "w_fresh", "w_match",
-    "fresh_half_life_s", "history", "neighbours", "taste_features", "index_per_feature",
+    "half_life_s", "history", "recency", "pair_decay", "collab_pool", "trend_pool", "newest_pool", "lr",
+    "fresh_half_life_s", "taste_features", "index_per_feature",
 )
-
-
-#: The blended signals, in the order a tie between them is settled (the first wins).
-SIGNALS = ("collab", "content", "trend", "match", "fresh")
+INT_PARAMS = frozenset({"history", "collab_pool", "trend_pool", "newest_pool", "taste_features", "index_per_feature"})
 
 #: Below this, a user's taste scale is folded back into the stored values (see _User).
 SCALE_FLOOR = 1e-100
+
+#: Learning steps between two refreshes of the top of each trending count.
+TOPS_EVERY = 64
+
+_COLLAB, _SEQ, _MATCH, _FRESH_CONTENT, _CONTENT, _DECLARED = range(6)
+_FRESH = FEATURES.index("fresh")
+_CONTENT_FAMILY = frozenset({"match", "fresh_content", "content", "declared"})
+_LABELS = {"cat": "category", "tag": "tag", "src": "source", "w": "topic"}
 
 
 @dataclass
 class _User:
     # The taste as of ``taste_ts`` is ``taste[f] * scale``: decaying it multiplies one
-    # number instead of every feature (that loop was the largest cost of learning).
+    # number instead of every feature.
     taste: dict[str, float] = field(default_factory=dict)
     taste_ts: float = 0.0
     scale: float = 1.0
-    recent: deque = field(default_factory=deque)  # (item_id, signal, ts) of positives
-    seen: dict[str, float] = field(default_factory=dict)  # item -> last signal
+    recent: deque = field(default_factory=deque)  # (key, weight) of the last items consumed
+    seen: dict[str, float] = field(default_factory=dict)  # item -> strongest positive or latest negative
+    consumed: dict[str, int] = field(default_factory=dict)  # item -> key: what they acted on
+    shown: deque = field(default_factory=lambda: deque(maxlen=20))  # keys of recent impressions
     declared: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class _Context:
+    """What ranking needs of one user at one time, computed once per rank."""
+
+    segment: str
+    collab: np.ndarray | None
+    seq: np.ndarray | None
+    history: list[tuple[int, float]]  # (key, vote weight), most recent first
+    taste: np.ndarray | None
+    declared: np.ndarray | None
+    strongest: list[str] = field(default_factory=list)  # the user's strongest taste features
+
+
 class HybridRecommender(Recommender):
-    """Collaborative + content + trending, online.
+    """Collaborative, sequence, content, trending and freshness features in a learned blend.
 
     Parameters
     ----------
     half_life_s
-        Event-time half-life of a user's taste and of the weight of their past positives.
-    trend_half_life_s
-        Half-life of the trending (decayed popularity) signal.
-    w_collab, w_content, w_trend
-        Blend weights of the three signals, each scaled to [0, 1] over the candidates.
-    w_match
-        Weight of content × trending, so that what is popular within a user's taste
-        outranks what is popular elsewhere.
-    w_fresh, fresh_half_life_s
-        Bonus for new items that match the user's taste (content scaled, halving every
-        ``fresh_half_life_s`` of the item's age), so that new items get seen before their
-        first click.
+        Event-time half-life of a user's content taste.
     history
-        How many recent positives of a user vote for their neighbours.
-    neighbours
-        How many co-engaged items are kept per item (the strongest).
+        How many of a user's latest items vote for their co-engaged items.
+    recency
+        Weight of a user's history item per step back (the latest weighs 1).
+    pair_decay
+        Weight of a co-occurrence per step between the two items in a user's history.
+    collab_pool, trend_pool, newest_pool
+        Candidates taken from co-engagement, from the top of each trending count, and from
+        the newest items.
+    lr
+        Learning rate of the ranker's AdaGrad steps.
+    fresh_half_life_s
+        Age at which an item's freshness halves.
     taste_features
         How many features a user's taste vector keeps (the strongest).
     index_per_feature
         How many of the newest items each content feature indexes for candidates.
     """
 
-    version = "1"
+    version = "2"
 
     def __init__(
         self,
         half_life_s: float = 14 * 86400.0,
-        trend_half_life_s: float = 3 * 86400.0,
-        w_collab: float = 0.5,
-        w_content: float = 0.6,
-        w_trend: float = 0.4,
-        w_fresh: float = 0.5,
-        w_match: float = 2.0,
-        fresh_half_life_s: float = 86400.0,
         history: int = 20,
-        neighbours: int = 50,
+        recency: float = 0.8,
+        pair_decay: float = 0.9,
+        collab_pool: int = 300,
+        trend_pool: int = 200,
+        newest_pool: int = 100,
+        lr: float = 0.1,
+        fresh_half_life_s: float = 86400.0,
         taste_features: int = 64,
         index_per_feature: int = 200,
     ) -> None:
         self.half_life_s = half_life_s
-        self.trend_half_life_s = trend_half_life_s
-        self.w_collab = w_collab
-        self.w_content = w_content
-        self.w_trend = w_trend
-        self.w_fresh = w_fresh
-        self.w_match = w_match
-        self.fresh_half_life_s = fresh_half_life_s
         self.history = history
-        self.neighbours = neighbours
+        self.recency = recency
+        self.pair_decay = pair_decay
+        self.collab_pool = collab_pool
+        self.trend_pool = trend_pool
+        self.newest_pool = newest_pool
+        self.lr = lr
+        self.fresh_half_life_s = fresh_half_life_s
         self.taste_features = taste_features
         self.index_per_feature = index_per_feature
         self._words = BagOfWords(lowercase=True, stop_words=set(STOP_WORDS))
         self._items: dict[str, dict[str, float]] = {}
-        self._index: dict[str, deque] = {}
-        # feature -> (table moves, rows), the most recently ranked features only
-        self._rows_of_index: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
-        self._co: dict[str, dict[str, float]] = {}
-        self._engaged: dict[str, float] = {}  # item -> number of positive engagements
+        self._index: dict[str, deque[int]] = {}  # feature -> keys of its newest items
         self._users: dict[str, _User] = {}
         self._origin: dict[str, str] = {}  # item -> the domain (or source) it was scraped from
         self.reliability: dict[str, float] = {}  # domain -> weight in (0, 1] of its items' scores
         # Signals on items not in the catalogue yet (an interaction can overtake its item
         # between two topics): their taste update waits for the item.
         self._early: OrderedDict[str, list[tuple[str, float, float]]] = OrderedDict()
-        self.trend = Popularity(half_life_s=trend_half_life_s)
-        # The catalogue again, as arrays for ranking (features, serving state, trend).
         self._table = ItemTable()
-        self._trend_ref = self.trend.ref
+        # What every user taught about each item, by key.
+        self._key: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._count = np.zeros(1024)  # consumptions (a neutral or negative one counts half)
+        self._trow = np.full(1024, -1, dtype=np.int64)  # key -> table row (-1: not in the catalogue)
+        self._moves = 0  # the table's moves when _trow was last rebuilt
+        self._co = SparseRows()
+        self._seq = SparseRows()
+        self._trend = DecayedCounts(tuple(TIME_HALF_LIVES.values()), tuple(EVENT_HALF_LIVES.values()))
+        self._newest: deque[int] = deque(maxlen=newest_pool)
+        self.ranker = BlendRanker(FEATURES, PRIOR, lr=lr)
+        self._clock = 0  # learning calls so far: what a kept ranking was computed at
+        self._transient()
+
+    #: Derived state, rebuilt on use: never pickled.
+    _TRANSIENT = ("_tops", "_kept", "_newest_array", "_index_arrays")
+
+    def _transient(self) -> None:
+        self._tops: tuple[int, np.ndarray] | None = None  # (clock, keys) at the top of the counts
+        self._kept: tuple | None = None  # the last ranking's candidates, for learning from them
+        self._newest_array: np.ndarray | None = None
+        self._index_arrays: dict[str, np.ndarray] = {}
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_rows_of_index"}  # derived: rebuilt on use
+        return {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._rows_of_index = OrderedDict()
-        if "_table" not in state:  # pickled before the item table existed: build it
-            self._table = ItemTable()
-            self._trend_ref = self.trend.ref
-            born = state.pop("_item_ts")
-            for item_id, feats in self._items.items():
-                self._put_row(item_id, feats, born=born[item_id], deadline=self.trend.deadline(item_id))
-            self.__dict__.pop("_item_ts", None)
+        self._transient()
 
     # --- learning -----------------------------------------------------------------------
 
@@ -189,22 +234,41 @@ class HybridRecommender(Recommender):
         norm = math.sqrt(sum(v * v for v in feats.values())) or 1.0
         return {f: v / norm for f, v in feats.items()}
 
+    def _key_of(self, item_id: str) -> int:
+        key = self._key.get(item_id)
+        if key is None:
+            key = self._key[item_id] = len(self._ids)
+            self._ids.append(item_id)
+            if key >= len(self._count):
+                size = 2 * len(self._count)
+                self._count = np.concatenate((self._count, np.zeros(size - len(self._count))))
+                self._trow = np.concatenate((self._trow, np.full(size - len(self._trow), -1, dtype=np.int64)))
+        return key
+
     def learn_item(self, item: ItemInfo) -> None:
-        self.trend.learn_item(item)
+        self._clock += 1
         old = self._items.get(item.item_id)
+        known = item.item_id in self._key and self._trow[self._key[item.item_id]] >= 0
+        key = self._key_of(item.item_id)
         feats = self.features(item)
         self._items[item.item_id] = feats
         if item.domain:
             self._origin[item.item_id] = item.domain
-        self._put_row(item.item_id, feats, born=item.ts, deadline=item.deadline)
+        table = self._table
+        r = table.put(item.item_id, feats, born=item.ts, deadline=item.deadline)  # the first version's time stays
+        table.weight[r] = self.reliability.get(self._origin.get(item.item_id, ""), 1.0)
+        self._place(key, r)
+        if not known:
+            self._newest.append(key)
+            self._newest_array = None
         for f in feats:
             if old is not None and f in old:
                 continue
             index = self._index.get(f)
             if index is None:
                 index = self._index[f] = deque(maxlen=self.index_per_feature)
-            index.append(item.item_id)
-            self._rows_of_index.pop(f, None)
+            index.append(key)
+            self._index_arrays.pop(f, None)
         for user_id, signal, ts in self._early.pop(item.item_id, ()):
             user = self._users.get(user_id)
             if user is not None:
@@ -214,20 +278,32 @@ class HybridRecommender(Recommender):
                     user.taste[f] = user.taste.get(f, 0.0) + weight * x
                 self._trim_taste(user)
 
-    def _put_row(self, item_id: str, feats: dict[str, float], *, born: float, deadline: float | None) -> None:
+    def _place(self, key: int, r: int) -> None:
+        """Records that the item of ``key`` is at table row ``r`` (all rows, if they moved)."""
         table = self._table
-        r = table.put(item_id, feats, born=born, deadline=deadline)  # the first version's time stays
-        table.trend[r] = self.trend.raw(item_id)
-        table.weight[r] = self.reliability.get(self._origin.get(item_id, ""), 1.0)
+        if table.moves != self._moves:
+            self._moves = table.moves
+            self._trow[:] = -1
+            rows = np.fromiter(table.row.values(), dtype=np.int64, count=len(table.row))
+            keys = np.fromiter(map(self._key.__getitem__, table.row), dtype=np.int64, count=len(table.row))
+            self._trow[keys] = rows
+        else:
+            self._trow[key] = r
 
     def retract_item(self, item_id: str) -> None:
-        self.trend.retract_item(item_id)
+        self._clock += 1
         self._items.pop(item_id, None)
         self._origin.pop(item_id, None)
         self._table.retract(item_id)
+        key = self._key.get(item_id)
+        if key is not None:  # back only as a new item, if ever
+            self._count[key] = 0.0
+            if key < len(self._trend.raw):
+                self._trend.raw[key] = 0.0
 
     def set_reliability(self, weights: dict[str, float]) -> None:
         """Down-weight items of unreliable sources: domain -> weight in (0, 1] (1 = trusted)."""
+        self._clock += 1
         self.reliability = {d: min(1.0, max(0.0, w)) for d, w in weights.items() if w < 1.0}
         table = self._table
         table.weight[: table.n] = 1.0
@@ -237,22 +313,10 @@ class HybridRecommender(Recommender):
             if w is not None and r is not None:
                 table.weight[r] = w
 
-    def _sync_trend(self, item_id: str) -> None:
-        """Copies the trending model's raw score of an item into the table."""
-        table, trend = self._table, self.trend
-        if trend.ref != self._trend_ref:  # rebased: every raw score was rescaled
-            self._trend_ref = trend.ref
-            for other, r in table.row.items():
-                table.trend[r] = trend.raw(other)
-            return
-        r = table.row.get(item_id)
-        if r is not None:
-            table.trend[r] = trend.raw(item_id)
-
     def _user(self, user_id: str) -> _User:
         user = self._users.get(user_id)
         if user is None:
-            user = self._users[user_id] = _User()
+            user = self._users[user_id] = _User(recent=deque(maxlen=self.history))
         return user
 
     def _decay_taste(self, user: _User, ts: float) -> None:
@@ -266,6 +330,7 @@ class HybridRecommender(Recommender):
         user.taste_ts = max(user.taste_ts, ts)
 
     def learn_preference(self, user_id: str, interests: Mapping[str, float], ts: float) -> None:
+        self._clock += 1
         user = self._user(user_id)
         self._decay_taste(user, ts)
         for name, weight in interests.items():
@@ -275,15 +340,51 @@ class HybridRecommender(Recommender):
                 user.taste[feature] = user.taste.get(feature, 0.0) + weight / user.scale
 
     def learn_interaction(self, user_id: str, item_id: str, signal: float, ts: float) -> None:
-        if signal == 0:
-            return
+        kept, self._kept = self._kept, None
+        clock = self._clock
+        self._clock += 1
         user = self._user(user_id)
-        self.trend.learn_interaction(user_id, item_id, signal, ts)
-        self._sync_trend(item_id)
+        key = self._key_of(item_id)
+        consumption = is_consumption(signal)
+        first = consumption and item_id not in user.consumed
+        if signal > 0 and first:
+            # Test, then train: the ranking the user would have got (kept from ``rank`` when
+            # it was just asked for, at this time) against the item they chose.
+            if kept is None or kept[0] != (user_id, ts, clock):
+                kept = self._candidates(user_id, ts, ())
+            self._learn_choice(kept, key, ts)
         previous = user.seen.get(item_id)
-        # Remember the strongest positive, or the latest negative: a like after an
-        # impression is a like; a hide after a click is a hide.
-        user.seen[item_id] = signal if previous is None or signal < 0 else max(previous, signal)
+        if not consumption and previous is not None:
+            pass  # an impression after an action does not undo the action
+        else:
+            # The strongest positive, or the latest negative: a like after a click is a like;
+            # a hide after a click is a hide.
+            user.seen[item_id] = signal if previous is None or signal < 0 else max(previous, signal)
+        if signal != 0:
+            self._learn_taste(user, user_id, item_id, signal, ts)
+        if not consumption:
+            user.shown.append(key)
+            return
+        weight = 1.0 if signal > 0 else 0.5
+        self._trend.add(key, ts, weight)
+        if not first:
+            return
+        user.consumed[item_id] = key
+        self._count[key] += weight
+        recent = user.recent
+        if recent:
+            keys, coefs, decay = [], [], 1.0
+            for other, other_weight in reversed(recent):
+                keys.append(other)
+                coefs.append(weight * other_weight * decay)
+                decay *= self.pair_decay
+            for other, coef in zip(keys, coefs):
+                self._co.add(other, key, coef)
+            self._co.add_many(key, keys, coefs)
+            self._seq.add(keys[0], key, 1.0)
+        recent.append((key, weight))
+
+    def _learn_taste(self, user: _User, user_id: str, item_id: str, signal: float, ts: float) -> None:
         self._decay_taste(user, ts)
         feats = self._items.get(item_id)
         if feats:
@@ -297,35 +398,30 @@ class HybridRecommender(Recommender):
                 waiting.append((user_id, signal, ts))
             if len(self._early) > EARLY_ITEMS:
                 self._early.popitem(last=False)
-        if signal > 0 and (previous is None or previous <= 0):
-            # First positive engagement with the item: count it and pair it with the
-            # user's recent positives (repeats would inflate pairs of heavy users).
-            self._engaged[item_id] = self._engaged.get(item_id, 0.0) + 1.0
-            for other, _, other_ts in user.recent:
-                if other == item_id:
-                    continue
-                w = 2.0 ** (-abs(ts - other_ts) / self.half_life_s)
-                self._pair(other, item_id, w)
-                self._pair(item_id, other, w)
-            user.recent.append((item_id, signal, ts))
-            while len(user.recent) > self.history:
-                user.recent.popleft()
+
+    def _learn_choice(self, kept: tuple, key: int, now: float) -> None:
+        _, ctx, keys, rows, X, item_new, scores, _ = kept
+        where = np.flatnonzero(keys == key)
+        if len(where):
+            chosen = int(where[0])
+        else:  # outside the pool: featurise it beside the pool so the step still counts it
+            r = self._trow[key] if key < len(self._trow) else -1
+            if r < 0 or not len(keys):
+                return
+            x, new, _ = self._featurise(ctx, np.array([key]), np.array([r]), now, scale=kept[7])
+            X, item_new = np.vstack((X, x)), np.concatenate((item_new, new))
+            scores = np.concatenate((scores, self.ranker.scores(x, ctx.segment, new)))
+            chosen = len(X) - 1
+        self.ranker.learn(X, chosen, ctx.segment, item_new, scores)
 
     def _trim_taste(self, user: _User) -> None:
         if len(user.taste) > 2 * self.taste_features:
             keep = heapq.nlargest(self.taste_features, user.taste.items(), key=lambda kv: abs(kv[1]))
             user.taste = dict(keep)
 
-    def _pair(self, a: str, b: str, w: float) -> None:
-        row = self._co.get(a)
-        if row is None:
-            row = self._co[a] = {}
-        row[b] = row.get(b, 0.0) + w
-        if len(row) > 2 * self.neighbours:
-            self._co[a] = dict(heapq.nlargest(self.neighbours, row.items(), key=lambda kv: kv[1]))
-
     def forget_user(self, user_id: str) -> None:
-        # Co-engagement pairs and popularity are anonymous aggregates and stay.
+        # Co-engagement, sequences and counts are anonymous aggregates and stay.
+        self._clock += 1
         self._users.pop(user_id, None)
         for waiting in self._early.values():
             waiting[:] = [w for w in waiting if w[0] != user_id]
@@ -336,6 +432,10 @@ class HybridRecommender(Recommender):
     def params(self) -> dict[str, float]:
         """The constructor arguments this model was built with."""
         return {name: getattr(self, name) for name in PARAMS}
+
+    def weights(self) -> dict[str, dict[str, float]]:
+        """The ranker's learned weights, per user segment and item-segment offset."""
+        return self.ranker.table()
 
     # --- reading ------------------------------------------------------------------------
 
@@ -354,132 +454,211 @@ class HybridRecommender(Recommender):
     def consumed_by(self, user_id: str) -> set[str]:
         """Items the user acted on; impressions (exposure, not action) do not count."""
         user = self._users.get(user_id)
-        return {i for i, s in user.seen.items() if abs(s) >= 0.5} if user else set()
+        return set(user.consumed) if user else set()
 
     @property
     def n_users(self) -> int:
         return len(self._users)
 
-    def rank(self, user_id: str, k: int, now: float, exclude: Iterable[str] = ()) -> list[Scored]:
+    def _context(self, user: _User | None, now: float) -> _Context:
+        if user is None:
+            return _Context("new", None, None, [], None, None)
+        n = len(self._ids)
+        history, vote = [], 1.0
+        for key, weight in reversed(user.recent):
+            history.append((key, vote * weight))
+            vote *= self.recency
+        collab = seq = None
+        if history:
+            keys, votes = zip(*history)
+            collab = self._co.gather(keys, votes, n)
+            seq = self._seq.gather(keys[:3], (1.0, 0.5, 0.25)[: len(keys)], n)
+        taste = self._current_taste(user, now)
         table = self._table
-        if not table.n or k <= 0:
-            return []
+        declared = None
+        if user.declared:
+            declared = table.dense({f"{kind}:{name}": w for name, w in user.declared.items() for kind in ("cat", "tag")})
+        strongest = [f for f, _ in heapq.nlargest(8, taste.items(), key=lambda kv: kv[1])] if taste else []
+        return _Context(user_segment(len(user.consumed)), collab, seq, history,
+                        table.dense(taste) if taste else None, declared, strongest)
+
+    def _top_keys(self) -> np.ndarray:
+        """Keys at the top of each trending count and of the plain count, refreshed every
+        ``TOPS_EVERY`` learning steps."""
+        if self._tops is not None and self._clock - self._tops[0] < TOPS_EVERY:
+            return self._tops[1]
+        n = len(self._ids)
+        table = self._table
+        rows = self._trow[:n]
+        servable = np.zeros(n, dtype=bool)
+        placed = rows >= 0
+        servable[placed] = table.live[rows[placed]]
+        keys = self._trend.top(self.trend_pool, n, servable)
+        count = self._count[:n] * servable
+        if n > self.trend_pool:
+            keys = np.union1d(keys, np.argpartition(-count, self.trend_pool)[: self.trend_pool])
+        self._tops = (self._clock, keys)
+        return keys
+
+    def _index_keys(self, feature: str) -> np.ndarray:
+        """The keys of the newest items of a feature, as an array kept until it gains one."""
+        keys = self._index_arrays.get(feature)
+        if keys is None:
+            index = self._index.get(feature, ())
+            keys = self._index_arrays[feature] = np.fromiter(index, dtype=np.int64, count=len(index))
+        return keys
+
+    def _newest_keys(self) -> np.ndarray:
+        if self._newest_array is None:
+            self._newest_array = np.array(self._newest, dtype=np.int64)
+        return self._newest_array
+
+    def _candidates(self, user_id: str, now: float, exclude: Iterable[str]) -> tuple:
+        """The pool for a user at ``now`` with its features and scores: (state, context,
+        keys, rows, features, item is new, scores, feature scale)."""
         user = self._users.get(user_id)
-        excluded = set(exclude)
+        ctx = self._context(user, now)
+        n = len(self._ids)
+        pool = np.zeros(n, dtype=bool)
+        pool[self._top_keys()] = True
+        pool[self._newest_keys()] = True
+        count = self._count[:n]
+        for dense, size in ((ctx.collab, self.collab_pool), (ctx.seq, self.collab_pool // 3)):
+            if dense is None:
+                continue
+            hits = np.flatnonzero(dense)
+            if len(hits) > size:
+                votes = dense[hits] / np.sqrt(np.maximum(count[hits], 1.0))
+                hits = hits[np.argpartition(-votes, size)[:size]]
+            pool[hits] = True
         if user is not None:
-            # Dislikes and hides, not mere ignored impressions.
-            excluded.update(i for i, s in user.seen.items() if s <= -1)
-        # Candidates: what the user's recent positives co-engage with, the newest items of
-        # their strongest taste features, and what trends; all must be servable now (an
-        # item exists from its event time on, so a replay that knows the whole catalogue
-        # never serves an item before it was published).
-        eligible = table.eligible(now)
-        eligible[table.rows_of(excluded)] = False
-        pool = np.zeros(table.n, dtype=bool)
-        collab_of = np.zeros(table.n)
-        taste: dict[str, float] = {}
-        voters: list[tuple[str, float]] = []
-        if user is not None:
-            voters = self._voters(user, now)
-            collab = self._collab(voters)
-            if collab:
-                get = table.row.get
-                known = [(r, v) for i, v in collab.items() if (r := get(i)) is not None]
-                if known:
-                    rows, votes = zip(*known)
-                    collab_of[list(rows)] = votes
-                    pool[list(rows)] = True
-            taste = self._current_taste(user, now)
-            for f, _ in heapq.nlargest(8, taste.items(), key=lambda kv: kv[1]):
-                pool[self._index_rows(f)] = True
-        trend_raw = np.where(eligible, table.trend[: table.n], 0.0)
-        m = max(50, 2 * k)
-        if table.n > m:
-            threshold = np.partition(trend_raw, table.n - m)[table.n - m]
-            pool |= trend_raw >= max(threshold, np.finfo(float).tiny)  # ties at the edge all enter
+            for f in ctx.strongest:
+                pool[self._index_keys(f)] = True
+            pool[list(user.shown)] = True
+            pool[list(user.consumed.values())] = False
+            extra = set(exclude).difference(user.consumed)
         else:
-            pool |= trend_raw > 0
-        rows = np.flatnonzero(pool & eligible)
-        if not len(rows):
-            return []
-        c = collab_of[rows]
-        c = np.maximum(c / (float(c.max()) or 1.0), -1.0)
-        t = np.log1p(table.trend[rows] * self.trend.factor(now))
-        t = t / (float(t.max()) or 1.0)
-        dense = table.dense(taste) if user is not None else None
-        if taste:
-            m_ = table.content(rows, dense)
-            m_ = np.maximum(m_ / (float(m_.max()) or 1.0), -1.0)
-        else:
-            m_ = np.zeros(len(rows))
-        m_pos = np.maximum(m_, 0.0)
+            extra = set(exclude)
+        if extra:
+            pool[[k for i in extra if (k := self._key.get(i)) is not None]] = False
+        keys = np.flatnonzero(pool)
+        rows = self._trow[keys]
+        table = self._table
+        ok = rows >= 0
+        keys, rows = keys[ok], rows[ok]
+        ok = table.live[rows] & (table.born[rows] <= now) & (table.deadline[rows] >= now)
+        keys, rows = keys[ok], rows[ok]
+        X, item_new, scale = self._featurise(ctx, keys, rows, now)
+        scores = self.ranker.scores(X, ctx.segment, item_new) if len(keys) else np.empty(0)
+        return (user_id, now, self._clock), ctx, keys, rows, X, item_new, scores, scale
+
+    def _featurise(
+        self, ctx: _Context, keys: np.ndarray, rows: np.ndarray, now: float, scale: tuple[float, float, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+        """The feature rows of ``keys``, and the pool maxima that scale collab, seq and match
+        (taken from ``scale`` when featurising an item beside a pool already scaled)."""
+        table = self._table
+        m = len(keys)
+        X = np.zeros((m, len(FEATURES)))
+        if not m:
+            return X, np.zeros(0, dtype=bool), (0.0, 0.0, 0.0)
+        count = self._count[keys]
+        norm = 1.0 / np.sqrt(np.maximum(count, 1.0))
+        tops = [0.0, 0.0, 0.0]
+        for column, dense in ((_COLLAB, ctx.collab), (_SEQ, ctx.seq)):
+            if dense is not None:
+                votes = dense[keys] * norm
+                top = tops[column] = float(votes.max()) if scale is None else scale[column]
+                if top > 0:
+                    X[:, column] = votes / top
+        if ctx.taste is not None:
+            X[:, _CONTENT] = table.content(rows, ctx.taste)
+        if ctx.declared is not None:
+            X[:, _DECLARED] = table.content(rows, ctx.declared)
+        trend = self._trend.at(keys, now)
         fresh = np.exp2(-np.maximum(0.0, now - table.born[rows]) / self.fresh_half_life_s)
-        parts = {  # in the order of SIGNALS
-            "collab": self.w_collab * c,
-            "content": self.w_content * m_,
-            "trend": self.w_trend * t,
-            "match": self.w_match * m_pos * t,
-            "fresh": self.w_fresh * m_pos * fresh,
-        }
-        total = parts["collab"] + parts["content"] + parts["trend"] + parts["match"] + parts["fresh"]
+        liked = np.maximum(X[:, _CONTENT], 0.0)
+        top = tops[2] = float(trend[:, MATCH_TREND].max()) if scale is None else scale[2]
+        if top > 0:
+            X[:, _MATCH] = liked * trend[:, MATCH_TREND] / top
+        X[:, _FRESH_CONTENT] = liked * fresh
+        X[:, 6] = np.log1p(count)
+        # Averaged rather than summed: the counts are alike, and each of them taking a full
+        # step towards the same gradient would move the family len(TRENDS) times as far.
+        X[:, 7 : 7 + len(TRENDS)] = np.log1p(trend) / len(TRENDS)
+        X[:, _FRESH] = fresh
+        item_new = count == 0
+        X[:, _FRESH + 1] = item_new
+        X[:, _FRESH + 2] = 1.0
+        return X, item_new, (tops[0], tops[1], tops[2])
+
+    def _best(self, kept: tuple, k: int) -> np.ndarray:
+        """Indices into the pool of the k best, best first (ties by item id)."""
+        keys, rows, scores = kept[2], kept[3], kept[6]
+        if not len(keys) or k <= 0:
+            return np.empty(0, dtype=np.int64)
+        table = self._table
         if self.reliability:
-            total = np.where(total > 0, total * table.weight[rows], total)
-        if len(rows) > k:
-            kth = np.partition(total, len(rows) - k)[len(rows) - k]
-            chosen = np.flatnonzero(total >= kth)  # ties at the edge are settled by item id below
+            scores = scores + np.log(np.maximum(table.weight[rows], 1e-12))
+        if len(keys) > k:
+            kth = np.partition(scores, len(keys) - k)[len(keys) - k]
+            chosen = np.flatnonzero(scores >= kth)  # ties at the edge are settled by item id below
         else:
-            chosen = np.arange(len(rows))
-        ids = table.ids
-        best = sorted(zip(total[chosen].tolist(), [ids[r] for r in rows[chosen].tolist()], chosen.tolist()), reverse=True)[:k]
-        picked = np.array([j for _, _, j in best], dtype=np.int64)
-        shares = np.stack([values[picked] for values in parts.values()])
-        mains = [SIGNALS[i] for i in np.argmax(shares, axis=0).tolist()]  # the first of equals, like max()
-        columns = [dict(zip(SIGNALS, column)) for column in shares.T.tolist()]
-        # The feature behind a content reason: the one adding most to the item's match.
-        features = table.best_features(rows[picked], dense) if dense is not None else [None] * len(best)
-        return [Scored(item_id, round(score, 6), self._reason(voters, item_id, main, contributions, feature), contributions)
-                for (score, item_id, _), main, contributions, feature in zip(best, mains, columns, features)]
+            chosen = np.arange(len(keys))
+        ids = self._ids
+        order = sorted(chosen.tolist(), key=lambda j: (-scores[j], ids[keys[j]]))[:k]
+        return np.array(order, dtype=np.int64)
 
-    def _index_rows(self, feature: str) -> np.ndarray:
-        """The rows of the newest items of a feature, kept until the feature gains an item
-        or an item moves to another row."""
-        kept = self._rows_of_index
-        cached = kept.get(feature)
-        if cached is not None and cached[0] == self._table.moves:
-            kept.move_to_end(feature)
-            return cached[1]
-        row = self._table.row.__getitem__  # every indexed item has a row
-        rows = np.fromiter(map(row, self._index.get(feature, ())), dtype=np.int32)
-        kept[feature] = (self._table.moves, rows)
-        if len(kept) > INDEX_ROWS_KEPT:
-            kept.popitem(last=False)
-        return rows
+    def ranked_ids(self, user_id: str, k: int, now: float, exclude: Iterable[str] = ()) -> list[str]:
+        """The item ids of :meth:`rank`, without working out their reasons."""
+        kept = self._kept = self._candidates(user_id, now, exclude)
+        ids, keys = self._ids, kept[2]
+        return [ids[keys[j]] for j in self._best(kept, k).tolist()]
 
-    def _collab(self, voters: list[tuple[str, float]]) -> dict[str, float]:
-        """Votes of the user's recent positives for their co-engaged items (cosine-like)."""
-        engaged, co, sqrt = self._engaged, self._co, math.sqrt
-        collab: dict[str, float] = {}
-        tally = collab.get
-        for source, weight in voters:
-            for other, pair in co[source].items():
-                collab[other] = tally(other, 0.0) + weight * pair / sqrt(engaged.get(other, 1.0))
-        return collab
+    def rank(self, user_id: str, k: int, now: float, exclude: Iterable[str] = ()) -> list[Scored]:
+        kept = self._kept = self._candidates(user_id, now, exclude)
+        _, ctx, keys, rows, X, item_new, scores, _ = kept
+        best = self._best(kept, k)
+        if not len(best):
+            return []
+        w_new, w_known = self.ranker.effective(ctx.segment)
+        parts = X[best] * np.where(item_new[best, None], w_new, w_known)
+        mains = np.argmax(parts, axis=1).tolist()  # the first of equals, in FEATURES order
+        weight = self._table.weight[rows[best]]
+        out = []
+        for j, main, contributions, w in zip(best.tolist(), mains, parts.tolist(), weight.tolist()):
+            score = math.exp(min(50.0, float(scores[j]))) * w
+            reason = self._reason(ctx, int(keys[j]), int(rows[j]), FEATURES[main], X[j])
+            out.append(Scored(self._ids[keys[j]], float(f"{score:.8g}"), reason,
+                              {f: round(c, 6) for f, c in zip(FEATURES, contributions) if c}))
+        return out
 
-    def _voters(self, user: _User, now: float) -> list[tuple[str, float]]:
-        """The user's recent positives that have co-engaged items, with their vote weight."""
-        engaged, co, half_life = self._engaged, self._co, self.half_life_s
-        return [(source, signal * 2.0 ** (-max(0.0, now - ts) / half_life) / math.sqrt(engaged.get(source, 1.0)))
-                for source, signal, ts in user.recent if co.get(source)]
-
-    def _because(self, voters: list[tuple[str, float]], item_id: str) -> str | None:
-        """The recent positive that voted most for ``item_id`` (the first of equals); worked
-        out for the few items a list explains rather than tracked for every candidate."""
+    def _because(self, ctx: _Context, key: int) -> str | None:
+        """The history item that voted most for ``key`` (the latest of equals)."""
         best, best_vote = None, 0.0
-        for source, weight in voters:
-            pair = self._co[source].get(item_id)
-            if pair is not None and weight * pair > best_vote:  # the item's own norm divides every vote alike
-                best, best_vote = source, weight * pair
-        return best
+        target = np.array([key])
+        for other, vote in ctx.history:
+            pair = float(self._co.weight_of(other, target)[0]) * vote
+            if pair > best_vote:
+                best, best_vote = other, pair
+        return None if best is None else self._ids[best]
+
+    def _reason(self, ctx: _Context, key: int, row: int, main: str, x: np.ndarray) -> str:
+        """Why an item is in the list, from ``main``, the feature that contributed most."""
+        if main in ("collab", "seq") and (source := self._because(ctx, key)) is not None:
+            return f"because you liked {source}"
+        if main in _CONTENT_FAMILY:
+            dense = ctx.declared if main == "declared" else ctx.taste
+            if dense is not None:
+                kind, _, name = self._table.best_features(np.array([row]), dense)[0].partition(":")
+                if main in ("match", "declared"):
+                    return f"popular in {name}"
+                if x[_FRESH] >= 0.5:
+                    return f"new in your interest {name}"
+                return f"matches your {_LABELS.get(kind, kind)} {name}"
+        if main in ("fresh", "newitem"):
+            return "new"
+        return "popular" if main == "pop" else "trending"
 
     def _current_taste(self, user: _User, now: float) -> dict[str, float]:
         if not user.taste:
@@ -488,20 +667,3 @@ class HybridRecommender(Recommender):
         factor = 2.0 ** (-max(0.0, now - user.taste_ts) / self.half_life_s)
         norm = math.sqrt(sum(v * v for v in user.taste.values())) or 1.0
         return {f: v * factor / norm for f, v in user.taste.items()}
-
-    def _reason(
-        self, voters: list[tuple[str, float]], item_id: str, main: str, contributions: dict[str, float],
-        feature: str | None,
-    ) -> str:
-        """Why an item is in the list, from ``main``, the signal that contributed most."""
-        if main == "collab" and (source := self._because(voters, item_id)) is not None:
-            return f"because you liked {source}"
-        if main in ("content", "fresh", "match") and feature is not None:
-            kind, _, name = feature.partition(":")
-            if main == "match":
-                return f"popular in {name}"
-            if contributions.get("fresh", 0.0) >= 0.5 * self.w_fresh > 0:
-                return f"new in your interest {name}"
-            label = {"cat": "category", "tag": "tag", "src": "source", "w": "topic"}.get(kind, kind)
-            return f"matches your {label} {name}"
-        return "trending"

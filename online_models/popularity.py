@@ -16,9 +16,10 @@ is measured against, and the cold-start fallback.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterable
+
+from sortedcontainers import SortedList
 
 from online_models.base import ItemInfo, Recommender, Scored
 
@@ -40,9 +41,19 @@ class Popularity(Recommender):
         # Scores are kept in units of "weight at time ref", so decay is one multiplication
         # at read time instead of touching every item at every event.
         self._scores: dict[str, float] = {}
+        # The same scores in rank order, best first, as (-score, first seen, item): a top-k
+        # read walks from the start instead of sorting every item on every read.
+        self._order = SortedList()
+        self._first: dict[str, int] = {}
         self._ref = 0.0
         self._deadlines: dict[str, float] = {}
         self._retracted: set[str] = set()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "_order" not in state:  # pickled before the rank order was kept: build it
+            self._first = {item_id: n for n, item_id in enumerate(self._scores)}
+            self._order = SortedList((-s, self._first[i], i) for i, s in self._scores.items())
 
     def _boost(self, ts: float) -> float:
         if self.half_life_s is None:
@@ -51,6 +62,7 @@ class Popularity(Recommender):
         if exponent > 500:  # rebase before the boost overflows a float
             factor = 2.0 ** (-exponent)
             self._scores = {i: s * factor for i, s in self._scores.items()}
+            self._order = SortedList((-s, self._first[i], i) for i, s in self._scores.items())
             self._ref = ts
             exponent = 0.0
         return 2.0**exponent
@@ -62,12 +74,22 @@ class Popularity(Recommender):
 
     def retract_item(self, item_id: str) -> None:
         self._retracted.add(item_id)
-        self._scores.pop(item_id, None)
+        old = self._scores.pop(item_id, None)
+        if old is not None:
+            self._order.remove((-old, self._first[item_id], item_id))
 
     def learn_interaction(self, user_id: str, item_id: str, signal: float, ts: float) -> None:
         if signal <= 0 or item_id in self._retracted:
             return
-        self._scores[item_id] = self._scores.get(item_id, 0.0) + self._boost(ts)
+        boost = self._boost(ts)
+        old = self._scores.get(item_id)
+        first = self._first.setdefault(item_id, len(self._first))
+        if old is None:
+            old = 0.0
+        else:
+            self._order.remove((-old, first, item_id))
+        self._scores[item_id] = new = old + boost
+        self._order.add((-new, first, item_id))
 
     @property
     def ref(self) -> float:
@@ -96,25 +118,19 @@ class Popularity(Recommender):
         return item_id not in self._retracted and (deadline is None or deadline >= now)
 
     def top(self, n: int, now: float, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
-        """The n best (item, score) pairs, servable and not excluded."""
-        excluded = set(exclude)
-        scores = self._scores
-        width = n + len(excluded) + 16
-        while True:
-            # Keys ranked by a C-level lookup: no Python call per item. Expired items pile
-            # up at the top of an old stream's counts, so the window widens until it holds
-            # n servable items or every item.
-            best = heapq.nlargest(width, scores, key=scores.__getitem__)
-            out = []
-            for item_id in best:
-                if item_id in excluded or not self.servable(item_id, now):
-                    continue
-                out.append((item_id, self.score(item_id, now)))
-                if len(out) == n:
-                    return out
-            if len(best) == len(scores):
-                return out
-            width *= 4
+        """The n best (item, score) pairs, servable and not excluded (ties: first counted first)."""
+        excluded = exclude if isinstance(exclude, (set, frozenset, dict)) else set(exclude)
+        factor = self.factor(now)
+        out = []
+        if n <= 0:
+            return out
+        for neg, _, item_id in self._order:
+            if item_id in excluded or not self.servable(item_id, now):
+                continue
+            out.append((item_id, -neg * factor))
+            if len(out) == n:
+                break
+        return out
 
     def rank(self, user_id: str, k: int, now: float, exclude: Iterable[str] = ()) -> list[Scored]:
         reason = "trending" if self.half_life_s else "popular"

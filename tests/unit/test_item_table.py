@@ -54,7 +54,7 @@ def test_serving_state_follows_updates_deadlines_and_retractions() -> None:
     model.retract_item("b")
     assert model.rank("v", 5, now=150.0) == []
     model.learn_item(ItemInfo("b", category="y", tags=("new",), ts=99.0))  # back, its counts gone
-    assert model.rank("v", 5, now=150.0) == []
+    assert [(s.item_id, s.reason) for s in model.rank("v", 5, now=150.0)] == [("b", "new")]
     model.learn_interaction("w", "b", 1.0, ts=120.0)
     assert [s.item_id for s in model.rank("v", 5, now=150.0)] == ["b"]
 

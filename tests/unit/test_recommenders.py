@@ -88,8 +88,8 @@ def test_expired_items_are_never_served() -> None:
     m.learn_item(ItemInfo("new", category="painting", ts=0.0))
     for u in range(5):
         m.learn_interaction(f"u{u}", "old", 2.0, 10.0)
-    assert "old" in [s.item_id for s in m.rank("x", 5, now=40.0)]
-    assert [s.item_id for s in m.rank("x", 5, now=60.0)] == []  # 'new' has no signal at all yet
+    assert [s.item_id for s in m.rank("x", 5, now=40.0)] == ["old", "new"]
+    assert [(s.item_id, s.reason) for s in m.rank("x", 5, now=60.0)] == [("new", "new")]  # no count: new
     m.learn_preference("p", {"painting": 1.0}, 60.0)
     assert [s.item_id for s in m.rank("p", 5, now=61.0)] == ["new"]
 
@@ -97,10 +97,11 @@ def test_expired_items_are_never_served() -> None:
 def test_a_users_list_moves_to_a_category_within_five_likes() -> None:
     m = HybridRecommender()
     stream(m)
-    for n in range(40, 60):  # a fresh dance catalogue nobody has touched
+    for n in range(40, 60):  # fresh dance and opera catalogues nobody has touched
         m.learn_item(ItemInfo(f"f{n}", category="dance", tags=("tango",), ts=300.0))
+        m.learn_item(ItemInfo(f"e{n}", category="opera", tags=("verdi",), ts=300.0))
     before = [s.item_id for s in m.rank("newbie", 10, 400.0)]
-    assert not any(i.startswith("f") for i in before)
+    assert len(before) == 10 and not any(i.startswith("f") for i in before[:5])
     for n in range(5):
         m.learn_interaction("newbie", f"f{40 + n}", 2.0, 401.0 + n)
     after = m.rank("newbie", 10, 410.0, exclude=m.seen_by("newbie"))
@@ -115,10 +116,18 @@ def test_a_new_item_reaches_matching_users_before_its_first_click() -> None:
     fans = [f"u{u}" for u in range(30) if u % 4 == 0]  # users who engage with painting
     others = [f"u{u}" for u in range(30) if u % 4 == 1]
     lists = {u: m.rank(u, 10, 451.0, exclude=m.seen_by(u)) for u in fans + others}
+    score = {}
     for u in fans:
         (new,) = [s for s in lists[u] if s.item_id == "brand-new"]
         assert new.reason == "new in your interest painting"
-    assert not any(s.item_id == "brand-new" for u in others for s in lists[u][:3])
+        score[u] = new.score
+    # Newness alone is worth what the stream taught (in this small world new items are often
+    # chosen); matching taste is what puts it higher for fans than for anyone else.
+    lowest_for_fans = min(score.values())
+    for u in others:
+        for s in m.rank(u, 50, 451.0, exclude=m.seen_by(u)):
+            if s.item_id == "brand-new":
+                assert s.score < lowest_for_fans and s.reason == "new"
 
 
 def test_declared_interests_shape_a_new_users_first_list() -> None:
@@ -177,7 +186,7 @@ def test_a_like_that_overtakes_its_item_shapes_taste_once_the_item_arrives() -> 
 def test_an_item_whose_features_change_stays_a_candidate_of_the_features_it_was_indexed_under() -> None:
     # Candidates come from the newest items of a user's strongest features, as table rows
     # kept between ranks; an item re-scraped with new text moves to another row.
-    model = HybridRecommender(w_trend=0.0, w_match=0.0)
+    model = HybridRecommender(trend_pool=0, newest_pool=0)
     for n in range(30):
         model.learn_item(ItemInfo(f"jazz-{n}", category="music", tags=("jazz",), ts=float(n)))
     model.learn_interaction("ann", "jazz-0", 2.0, ts=40.0)
@@ -187,5 +196,5 @@ def test_an_item_whose_features_change_stays_a_candidate_of_the_features_it_was_
     after = [s.item_id for s in model.rank("ann", 50, now=50.0, exclude={"jazz-0"})]
     assert sorted(after) == sorted(before)
     restored = pickle.loads(pickle.dumps(model))  # what is kept between ranks is not pickled
-    assert "_rows_of_index" not in model.__getstate__()
+    assert not {"_tops", "_kept"} & set(model.__getstate__())
     assert [s.item_id for s in restored.rank("ann", 50, now=50.0, exclude={"jazz-0"})] == after
