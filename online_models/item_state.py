@@ -183,6 +183,8 @@ class DecayedCounts:
 
     def top(self, m: int, n: int, mask: np.ndarray | None = None) -> np.ndarray:
         """Keys among the first ``n`` in the top ``m`` of any half-life (and of none if all 0)."""
+        if n > len(self.raw):
+            self._grow(n - 1)
         raw = self.raw[:n]
         if mask is not None:
             raw = raw * mask[:n, None]

@@ -51,7 +51,7 @@ from online_models.base import is_positive, signal_of
 from online_models.drift import RARE_HITS, Finding, reaction_for
 from online_models.evaluation import Score
 from online_models.feed import learn_event
-from online_models.hybrid import HybridRecommender
+from online_models.hybrid import INT_PARAMS, HybridRecommender
 from online_models.lifecycle import Decision, Policy, Window, decide
 from online_models.popularity import Popularity
 from schemas.envelope import partition_of
@@ -76,7 +76,6 @@ MODEL = "recommender"
 SERVING_POLL_S = 1.0
 REFLECTS = 20  # event ids a list names as the user's latest events it was computed after
 CHAMPION = "v1"
-INT_PARAMS = frozenset({"history", "neighbours", "taste_features", "index_per_feature"})
 
 
 @dataclass
@@ -440,6 +439,7 @@ class RecommenderService:
             "ctr_by_position": {str(p): {"impressions": i, "clicks": c} for p, (i, c) in sorted(self.ctr.items())},
             "users": self.model.n_users,
             "items": len(self.display),
+            "weights": self.model.weights(),  # the learned blend of the serving version
             "targets_on_unknown_items": self.unknown_targets,
             "updated_at": time.time(),
         }

@@ -295,7 +295,9 @@ async def delete_user(user_id: Annotated[str, Path(min_length=1, max_length=MAX_
 @router.get("/models/recommender", dependencies=[Depends(require_read_key)])
 async def get_recommender_quality(redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
     """Online HR@10 and NDCG@10 (test-then-train on the live stream) beside popularity,
-    and the click-through rate of served lists by position, summed over workers."""
+    and the click-through rate of served lists by position, summed over workers; and the
+    blend weights each worker's ranker has learned (per user segment, plus the offsets per
+    item segment)."""
     raw = await read_model(redis.hgetall(keys.models))
     # One field per worker and model ("recs:host:pid", "bids:host:pid").
     workers = [orjson.loads(v) for k, v in raw.items() if k.startswith(b"recs:")]
@@ -325,6 +327,8 @@ async def get_recommender_quality(redis: RedisDep, keys: KeysDep) -> ORJSONRespo
             "model_version": workers[0]["model_version"] if workers else None,
             "workers": len(workers),
             "online": models,
+            "weights": {k.decode().split(":", 1)[1]: w.get("weights") for k, w in
+                        zip((k for k in raw if k.startswith(b"recs:")), workers)},
             "ctr": {
                 "overall": sum(c[1] for c in ctr.values()) / impressions if impressions else None,
                 "by_position": {

@@ -106,6 +106,10 @@ def test_filters_profile_and_quality(api: str, stack: Stack) -> None:
     assert quality["workers"] == 1 and quality["model"] == "hybrid"
     assert set(quality["online"]) == {"eddy", "popularity"}
     assert quality["online"]["eddy"]["targets"] > 0
+    (weights,) = quality["weights"].values()  # one worker: its learned blend, per segment
+    assert set(weights) == {"u:new", "u:short", "u:long", "i:new", "i:known"}
+    assert {"collab", "seq", "content", "fresh", "declared", "trend_1d", "trend_1k"} <= set(weights["u:long"])
+    assert weights["i:known"] != dict.fromkeys(weights["i:known"], 0.0)  # its targets taught it
 
 
 def test_group_recommendations(api: str) -> None:

@@ -40,9 +40,10 @@ def test_eddy_evaluate_json_on_a_simulated_file(tmp_path: Path) -> None:
         capture_output=True, check=True, timeout=300,
     )
     report = orjson.loads(out.stdout)
-    assert set(report) == {"events", "targets", "k", "models", "invalid_lines"}
+    assert set(report) == {"events", "targets", "k", "models", "invalid_lines", "seconds", "events_per_s"}
     assert report["invalid_lines"] == 1 and report["k"] == 10
-    assert set(report["models"]) == {"eddy", "popularity", "decayed_popularity"}
+    assert set(report["models"]) == {"eddy", "popularity", "decayed_popularity", "knn"}
+    assert report["events_per_s"] > 0 and report["seconds"] >= 0
     assert report["targets"] > 300
     for m in report["models"].values():
         assert 0 <= m["hr"] <= 1 and 0 <= m["ndcg"] <= m["hr"] and 0 < m["coverage"] <= 1
