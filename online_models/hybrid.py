@@ -378,8 +378,7 @@ class HybridRecommender(Recommender):
                 keys.append(other)
                 coefs.append(weight * other_weight * decay)
                 decay *= self.pair_decay
-            for other, coef in zip(keys, coefs):
-                self._co.add(other, key, coef)
+            self._co.add_to_each(keys, key, coefs)
             self._co.add_many(key, keys, coefs)
             self._seq.add(keys[0], key, 1.0)
         recent.append((key, weight))
@@ -534,11 +533,13 @@ class HybridRecommender(Recommender):
         if user is not None:
             for f in ctx.strongest:
                 pool[self._index_keys(f)] = True
-            pool[list(user.shown)] = True
-            pool[list(user.consumed.values())] = False
-            extra = set(exclude).difference(user.consumed)
+            if user.shown:
+                pool[np.fromiter(user.shown, dtype=np.int64, count=len(user.shown))] = True
+            if user.consumed:
+                pool[np.fromiter(user.consumed.values(), dtype=np.int64, count=len(user.consumed))] = False
+            extra = exclude - user.consumed.keys() if exclude else ()  # dict_keys takes any iterable
         else:
-            extra = set(exclude)
+            extra = exclude
         if extra:
             pool[[k for i in extra if (k := self._key.get(i)) is not None]] = False
         keys = np.flatnonzero(pool)
@@ -559,37 +560,36 @@ class HybridRecommender(Recommender):
         (taken from ``scale`` when featurising an item beside a pool already scaled)."""
         table = self._table
         m = len(keys)
-        X = np.zeros((m, len(FEATURES)))
         if not m:
-            return X, np.zeros(0, dtype=bool), (0.0, 0.0, 0.0)
+            return np.zeros((0, len(FEATURES))), np.zeros(0, dtype=bool), (0.0, 0.0, 0.0)
+        zeros = np.zeros(m)
         count = self._count[keys]
         norm = 1.0 / np.sqrt(np.maximum(count, 1.0))
         tops = [0.0, 0.0, 0.0]
+        columns = [zeros, zeros]
         for column, dense in ((_COLLAB, ctx.collab), (_SEQ, ctx.seq)):
             if dense is not None:
                 votes = dense[keys] * norm
                 top = tops[column] = float(votes.max()) if scale is None else scale[column]
                 if top > 0:
-                    X[:, column] = votes / top
-        if ctx.taste is not None:
-            X[:, _CONTENT] = table.content(rows, ctx.taste)
-        if ctx.declared is not None:
-            X[:, _DECLARED] = table.content(rows, ctx.declared)
+                    columns[column] = votes / top
+        content = table.content(rows, ctx.taste) if ctx.taste is not None else zeros
+        declared = table.content(rows, ctx.declared) if ctx.declared is not None else zeros
         trend = self._trend.at(keys, now)
         fresh = np.exp2(-np.maximum(0.0, now - table.born[rows]) / self.fresh_half_life_s)
-        liked = np.maximum(X[:, _CONTENT], 0.0)
+        liked = np.maximum(content, 0.0)
+        match = zeros
         top = tops[2] = float(trend[:, MATCH_TREND].max()) if scale is None else scale[2]
         if top > 0:
-            X[:, _MATCH] = liked * trend[:, MATCH_TREND] / top
-        X[:, _FRESH_CONTENT] = liked * fresh
-        X[:, 6] = np.log1p(count)
-        # Averaged rather than summed: the counts are alike, and each of them taking a full
-        # step towards the same gradient would move the family len(TRENDS) times as far.
-        X[:, 7 : 7 + len(TRENDS)] = np.log1p(trend) / len(TRENDS)
-        X[:, _FRESH] = fresh
+            match = liked * trend[:, MATCH_TREND] / top
         item_new = count == 0
-        X[:, _FRESH + 1] = item_new
-        X[:, _FRESH + 2] = 1.0
+        # In FEATURES order. The trends are averaged rather than summed: the counts are alike,
+        # and each of them taking a full step towards the same gradient would move the family
+        # len(TRENDS) times as far.
+        X = np.column_stack((
+            columns[0], columns[1], match, liked * fresh, content, declared, np.log1p(count),
+            np.log1p(trend) / len(TRENDS), fresh, item_new, np.ones(m),
+        ))
         return X, item_new, (tops[0], tops[1], tops[2])
 
     def _best(self, kept: tuple, k: int) -> np.ndarray:

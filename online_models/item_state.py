@@ -87,6 +87,20 @@ class SparseRows:
         self.vals[r][n] = w
         self.size[r] = n + 1
 
+    def add_to_each(self, rows: Sequence[int], c: int, weights: Sequence[float]) -> None:
+        """Adds (c, weight) to each of ``rows``: one call for a new item's pairs."""
+        size, cols, vals = self.size, self.cols, self.vals
+        for r, w in zip(rows, weights):
+            if r >= len(size):
+                self._ensure(r)
+            n = size[r]
+            if n == len(cols[r]):
+                self._room(r, 1)
+                n = size[r]
+            cols[r][n] = c
+            vals[r][n] = w
+            size[r] = n + 1
+
     def add_many(self, r: int, cols: Sequence[int], weights: Sequence[float]) -> None:
         m = len(cols)
         if not m:
