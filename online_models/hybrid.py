@@ -16,7 +16,8 @@ and what they were shown. Each candidate gets a row of features:
   ``fresh_content`` — content × the item's newness;
 * ``pop`` and ``trend_*`` — counts decayed at several half-lives, in seconds of event time
   and in events, so that a stream of 12 ratings a day and one of 465 both find theirs;
-* ``fresh``, ``newitem`` — how new the item is, and whether nobody has touched it yet.
+* ``fresh`` — how new the item is; and ``bias``, a constant that only the item segments
+  weigh: whether nobody has touched the item yet is the segment itself.
 
 A :class:`~online_models.ranker.BlendRanker` scores ``w · x`` with weights per user segment
 (new, short or long history) and item segment (new or known) and learns them test-then-
@@ -70,10 +71,10 @@ TRENDS = tuple(f"trend_{name}" for name in (*TIME_HALF_LIVES, *EVENT_HALF_LIVES)
 MATCH_TREND = 1  # content × trending uses the one-day count
 
 #: The features of a candidate, in the order a tie between their contributions is settled.
-FEATURES = ("collab", "seq", "match", "fresh_content", "content", "declared", "pop", *TRENDS, "fresh", "newitem", "bias")
+FEATURES = ("collab", "seq", "match", "fresh_content", "content", "declared", "pop", *TRENDS, "fresh", "bias")
 
 #: Starting weights: what a world too small to have taught anything yet should do.
-PRIOR = {"collab": 1.0, "seq": 0.5, "content": 1.0, "declared": 1.0, "match": 1.2, "fresh_content": 1.0,
+PRIOR = {"collab": 1.0, "seq": 0.5, "content": 2.0, "declared": 2.0, "match": 1.2, "fresh_content": 1.0,
          "pop": 0.1, "fresh": 0.2, **{t: 0.35 for t in TRENDS}}
 
 #: Constructor parameters, in order (what a challenger may change).
@@ -82,6 +83,9 @@ PARAMS = (
     "fresh_half_life_s", "taste_features", "index_per_feature",
 )
 INT_PARAMS = frozenset({"history", "collab_pool", "trend_pool", "newest_pool", "taste_features", "index_per_feature"})
+
+#: The user id of the cold-start list: no user id the API accepts can be it.
+NOBODY = "\x00nobody"
 
 #: Below this, a user's taste scale is folded back into the stored values (see _User).
 SCALE_FLOOR = 1e-100
@@ -553,44 +557,41 @@ class HybridRecommender(Recommender):
         scores = self.ranker.scores(X, ctx.segment, item_new) if len(keys) else np.empty(0)
         return (user_id, now, self._clock), ctx, keys, rows, X, item_new, scores, scale
 
-    def _featurise(
-        self, ctx: _Context, keys: np.ndarray, rows: np.ndarray, now: float, scale: tuple[float, float, float] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-        """The feature rows of ``keys``, and the pool maxima that scale collab, seq and match
-        (taken from ``scale`` when featurising an item beside a pool already scaled)."""
+    def _featurise(self, ctx: _Context, keys: np.ndarray, rows: np.ndarray, now: float, scale: tuple | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """The feature rows of ``keys``, and the pool maxima that scale the collaborative,
+        sequence, match, count and trend features to [0, 1] (taken from ``scale`` when
+        featurising an item beside a pool already scaled). Relative to the pool, a count's
+        weight means the same in a world of ten users as in one of a million."""
         table = self._table
         m = len(keys)
         if not m:
-            return np.zeros((0, len(FEATURES))), np.zeros(0, dtype=bool), (0.0, 0.0, 0.0)
+            return np.zeros((0, len(FEATURES))), np.zeros(0, dtype=bool), ()
         zeros = np.zeros(m)
         count = self._count[keys]
         norm = 1.0 / np.sqrt(np.maximum(count, 1.0))
-        tops = [0.0, 0.0, 0.0]
-        columns = [zeros, zeros]
-        for column, dense in ((_COLLAB, ctx.collab), (_SEQ, ctx.seq)):
-            if dense is not None:
-                votes = dense[keys] * norm
-                top = tops[column] = float(votes.max()) if scale is None else scale[column]
-                if top > 0:
-                    columns[column] = votes / top
+        collab = ctx.collab[keys] * norm if ctx.collab is not None else zeros
+        seq = ctx.seq[keys] * norm if ctx.seq is not None else zeros
         content = table.content(rows, ctx.taste) if ctx.taste is not None else zeros
         declared = table.content(rows, ctx.declared) if ctx.declared is not None else zeros
-        trend = self._trend.at(keys, now)
-        fresh = np.exp2(-np.maximum(0.0, now - table.born[rows]) / self.fresh_half_life_s)
         liked = np.maximum(content, 0.0)
-        match = zeros
-        top = tops[2] = float(trend[:, MATCH_TREND].max()) if scale is None else scale[2]
-        if top > 0:
-            match = liked * trend[:, MATCH_TREND] / top
+        fresh = np.exp2(-np.maximum(0.0, now - table.born[rows]) / self.fresh_half_life_s)
+        trend = np.log1p(self._trend.at(keys, now))
+        pop = np.log1p(count)
+        if scale is None:
+            scale = (collab.max(), seq.max(), pop.max(), trend.max(axis=0))
+        top_collab, top_seq, top_pop, top_trend = scale
         item_new = count == 0
         # In FEATURES order. The trends are averaged rather than summed: the counts are alike,
         # and each of them taking a full step towards the same gradient would move the family
         # len(TRENDS) times as far.
+        trend = trend / np.where(top_trend > 0, top_trend, 1.0)
         X = np.column_stack((
-            columns[0], columns[1], match, liked * fresh, content, declared, np.log1p(count),
-            np.log1p(trend) / len(TRENDS), fresh, item_new, np.ones(m),
+            collab / top_collab if top_collab > 0 else zeros, seq / top_seq if top_seq > 0 else zeros,
+            liked * trend[:, MATCH_TREND], liked * fresh, content, declared, pop / top_pop if top_pop > 0 else zeros,
+            trend / len(TRENDS), fresh, np.ones(m),
         ))
-        return X, item_new, (tops[0], tops[1], tops[2])
+        return X, item_new, scale
 
     def _best(self, kept: tuple, k: int) -> np.ndarray:
         """Indices into the pool of the k best, best first (ties by item id)."""
@@ -623,42 +624,68 @@ class HybridRecommender(Recommender):
             return []
         w_new, w_known = self.ranker.effective(ctx.segment)
         parts = X[best] * np.where(item_new[best, None], w_new, w_known)
-        mains = np.argmax(parts, axis=1).tolist()  # the first of equals, in FEATURES order
+        mains = [FEATURES[m] if top > 0 else "bias" if new else "trend_1d"  # nothing for it: new, or trending
+                 for m, top, new in zip(np.argmax(parts, axis=1).tolist(), parts.max(axis=1).tolist(),
+                                        item_new[best].tolist())]  # the first of equals, in FEATURES order
+        reasons = self._reasons(ctx, keys[best], rows[best], mains, X[best, _FRESH])
         weight = self._table.weight[rows[best]]
-        out = []
-        for j, main, contributions, w in zip(best.tolist(), mains, parts.tolist(), weight.tolist()):
-            score = math.exp(min(50.0, float(scores[j]))) * w
-            reason = self._reason(ctx, int(keys[j]), int(rows[j]), FEATURES[main], X[j])
-            out.append(Scored(self._ids[keys[j]], float(f"{score:.8g}"), reason,
-                              {f: round(c, 6) for f, c in zip(FEATURES, contributions) if c}))
-        return out
+        ids = self._ids
+        return [
+            Scored(ids[key], float(f"{math.exp(min(50.0, score)) * w:.8g}"), reason,
+                   {f: round(c, 6) for f, c in zip(FEATURES, contributions) if c})
+            for key, score, w, reason, contributions in zip(
+                keys[best].tolist(), scores[best].tolist(), weight.tolist(), reasons, parts.tolist())
+        ]
 
-    def _because(self, ctx: _Context, key: int) -> str | None:
-        """The history item that voted most for ``key`` (the latest of equals)."""
-        best, best_vote = None, 0.0
-        target = np.array([key])
+    def cold_start(self, k: int, now: float) -> list[Scored]:
+        """The list for a user Eddy knows nothing about: the new-user weights over trends,
+        counts and newness (the same scoring path as every other list)."""
+        return self.rank(NOBODY, k, now)
+
+    def _sources(self, ctx: _Context, keys: np.ndarray) -> list[int]:
+        """Per key, the history item that voted most for it (the latest of equals; -1: none)."""
+        order = np.argsort(keys)
+        ordered = keys[order]
+        best, source = np.zeros(len(keys)), np.full(len(keys), -1)
         for other, vote in ctx.history:
-            pair = float(self._co.weight_of(other, target)[0]) * vote
-            if pair > best_vote:
-                best, best_vote = other, pair
-        return None if best is None else self._ids[best]
+            cols, vals = self._co.row(other)
+            if not len(cols):
+                continue
+            at = np.minimum(np.searchsorted(ordered, cols), len(keys) - 1)
+            hit = ordered[at] == cols
+            if not hit.any():
+                continue
+            votes = np.zeros(len(keys))
+            np.add.at(votes, order[at[hit]], vals[hit])  # a row repeats a key until it is packed
+            votes *= vote
+            better = votes > best
+            best[better] = votes[better]
+            source[better] = other
+        return source.tolist()
 
-    def _reason(self, ctx: _Context, key: int, row: int, main: str, x: np.ndarray) -> str:
-        """Why an item is in the list, from ``main``, the feature that contributed most."""
-        if main in ("collab", "seq") and (source := self._because(ctx, key)) is not None:
-            return f"because you liked {source}"
-        if main in _CONTENT_FAMILY:
-            dense = ctx.declared if main == "declared" else ctx.taste
-            if dense is not None:
-                kind, _, name = self._table.best_features(np.array([row]), dense)[0].partition(":")
+    def _reasons(self, ctx: _Context, keys: np.ndarray, rows: np.ndarray, mains: list[str], fresh: np.ndarray) -> list[str]:
+        """Why each item is in the list, from its main feature (the one contributing most)."""
+        sources = self._sources(ctx, keys) if ctx.history and {"collab", "seq"} & set(mains) else [-1] * len(keys)
+        table = self._table
+        taste = table.best_features(rows, ctx.taste) if ctx.taste is not None else None
+        declared = table.best_features(rows, ctx.declared) if ctx.declared is not None else None
+        out = []
+        for j, main in enumerate(mains):
+            if main in ("collab", "seq") and sources[j] >= 0:
+                out.append(f"because you liked {self._ids[sources[j]]}")
+                continue
+            names = declared if main == "declared" else taste
+            if main in _CONTENT_FAMILY and names is not None:
+                kind, _, name = names[j].partition(":")
                 if main in ("match", "declared"):
-                    return f"popular in {name}"
-                if x[_FRESH] >= 0.5:
-                    return f"new in your interest {name}"
-                return f"matches your {_LABELS.get(kind, kind)} {name}"
-        if main in ("fresh", "newitem"):
-            return "new"
-        return "popular" if main == "pop" else "trending"
+                    out.append(f"popular in {name}")
+                elif fresh[j] >= 0.5:
+                    out.append(f"new in your interest {name}")
+                else:
+                    out.append(f"matches your {_LABELS.get(kind, kind)} {name}")
+                continue
+            out.append("new" if main in ("fresh", "bias") else "popular" if main == "pop" else "trending")
+        return out
 
     def _current_taste(self, user: _User, now: float) -> dict[str, float]:
         if not user.taste:

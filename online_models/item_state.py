@@ -131,18 +131,6 @@ class SparseRows:
             return np.zeros(n)
         return np.bincount(np.concatenate(cols), weights=np.concatenate(vals), minlength=n)[:n]
 
-    def weight_of(self, r: int, keys: np.ndarray) -> np.ndarray:
-        """The summed weight of each of ``keys`` in row ``r`` (0 where absent)."""
-        c, v = self.row(r)
-        out = np.zeros(len(keys))
-        if len(c):
-            hit = np.isin(c, keys)
-            if hit.any():
-                lookup = {k: j for j, k in enumerate(keys.tolist())}
-                for col, val in zip(c[hit].tolist(), v[hit].tolist()):
-                    out[lookup[col]] += val
-        return out
-
 
 class DecayedCounts:
     """Counts per key at several half-lives: in seconds of event time and in events.

@@ -54,6 +54,9 @@ class BlendRanker:
             for f in self.features:
                 self.weights[f"{f}|i:{seg}"] = 0.0
         self.updates = 0
+        # A constant feature, if any: softmax ignores it within a user segment, and between
+        # item segments only the difference counts, so only the new-item offset learns it.
+        self._bias = self.features.index("bias") if "bias" in self.features else -1
         self._arrays: dict[str, np.ndarray] = {}
         self._names: dict[str, list[str]] = {}
 
@@ -103,6 +106,9 @@ class BlendRanker:
         }
         grad = {}
         for group, g in groups.items():
+            if group == "i:known" and self._bias >= 0:  # relative to the new-item offsets: one bias, not two
+                g = g.copy()
+                g[self._bias] = 0.0
             names = self._names.get(group)
             if names is None:
                 names = self._names[group] = [f"{f}|{group}" for f in self.features]

@@ -289,7 +289,7 @@ class WorkerContext:
 
 def create_app(settings: Settings) -> faust.App:
     """The worker's Faust app with every agent registered."""
-    from streams import bids, interactions, items, recommend, scraping
+    from streams import bids, items, recommend, scraping
 
     app = App(
         settings.consumer_group,
@@ -330,7 +330,7 @@ def create_app(settings: Settings) -> faust.App:
         @app.on_before_shutdown.connect
         async def drain_alerts(app: faust.App, **kwargs: Any) -> None:
             await notifier.stop()
-    for module in (items, interactions, recommend, scraping, bids):
+    for module in (items, recommend, scraping, bids):
         module.register(ctx)
 
     @app.on_partitions_assigned.connect

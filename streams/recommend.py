@@ -74,6 +74,7 @@ SOURCES_POLL_S = 5.0
 DISPLAY_FIELDS = ("title", "url", "category", "source", "domain", "tags", "deadline")
 MODEL = "recommender"
 SERVING_POLL_S = 1.0
+COLD_START_EVERY_S = 1.0
 REFLECTS = 20  # event ids a list names as the user's latest events it was computed after
 CHAMPION = "v1"
 
@@ -140,6 +141,7 @@ class RecommenderService:
         self.dirty = False  # learned something since the last snapshot
         # Users the batch touched, with the ids of their events it learned (newest last).
         self.touched: dict[str, list[str]] = {}
+        self.cold_published: tuple[float, float] = (0.0, float("-inf"))  # (wall time, event clock) of the last
         self.catalogue_id = "0-0"
         self.member = f"{socket.gethostname()}:{os.getpid()}"
         # Recently active users, newest last, with the ids their latest list reflects.
@@ -399,11 +401,29 @@ class RecommenderService:
                 self.active[user_id] = reflects
             effects.set_soon(keys.recs(user_id), orjson.dumps(self.recommendations(user_id, reflects)))
         self.touched.clear()
+        self.publish_cold_start(effects, keys)
         effects.hset(keys.models, f"recs:{self.member}", orjson.dumps(self.quality()))
         effects.hset(keys.registry, f"{MODEL}:{self.member}", orjson.dumps(self.registry()))
         if self.serving_request is not None:
             effects.hset(keys.serving, MODEL, orjson.dumps(self.serving_request))
             self.serving_request = None
+
+    def publish_cold_start(self, effects: Effects, keys: Keys) -> None:
+        """The list served to users Eddy knows nothing about, from the model's new-user blend
+        (at most once per ``COLD_START_EVERY_S``, and only when the model has learned since)."""
+        wall, clock = self.cold_published
+        now = time.monotonic()
+        if now - wall < COLD_START_EVERY_S or clock == self.clock:
+            return
+        self.cold_published = (now, self.clock)
+        chosen = self.model.cold_start(self.settings.popular_k, self.clock)
+        effects.set_soon(keys.popular_list, orjson.dumps({
+            "items": [{"item_id": s.item_id, "score": s.score, "reason": s.reason, "item": self.display.get(s.item_id, {})}
+                      for s in chosen],
+            "model": "hybrid",
+            "model_version": f"{self.serving}.{self.model.version}",
+            "updated_at": time.time(),
+        }))
 
     def refresh_commands(self, keys: Keys, budget_s: float = REFRESH_SLICE_S) -> list[tuple[Any, ...]]:
         """When the catalogue changed, fresh lists for the recently active users (newest

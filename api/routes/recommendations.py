@@ -66,14 +66,16 @@ def _serve(
 
 
 def _cold_start(popular: bytes | None) -> dict[str, Any]:
+    """The list of a user Eddy knows nothing about: the recommender's new-user blend, as the
+    worker publishes it (empty, "popularity", until it has)."""
     data = orjson.loads(popular) if popular else {"items": [], "updated_at": None}
     return {
         "items": [
-            {"item_id": e["item_id"], "score": e["score"], "reason": "popular", "item": e.get("item", {})}
+            {"item_id": e["item_id"], "score": e["score"], "reason": e.get("reason", "popular"), "item": e.get("item", {})}
             for e in data["items"]
         ],
-        "model": "popularity",
-        "model_version": "1",
+        "model": data.get("model", "popularity"),
+        "model_version": data.get("model_version", "1"),
         "computed_at": data["updated_at"],
     }
 

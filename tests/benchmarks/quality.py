@@ -1,6 +1,6 @@
 """Where the recommender's hits come from, on a real stream: ``eddy evaluate``'s protocol with
 each target split by user (new: no earlier action; known) and item (cold: nobody had acted
-on it; warm), and an ablation without the freshness features (fresh, newitem, fresh_content),
+on it; warm), and an ablation without the freshness features (fresh, fresh_content),
 which on a stream whose item events sit just before their first rating say more about the
 conversion than about the users: there the newest untouched item is, very often, the next
 one rated. Figures go to docs/quality.md.
@@ -25,7 +25,7 @@ from online_models.evaluation import ranked_ids
 from online_models.feed import learn_event
 from online_models.hybrid import FEATURES, HybridRecommender
 
-FRESHNESS = ("fresh", "newitem", "fresh_content")
+FRESHNESS = ("fresh", "fresh_content")
 
 
 class WithoutFreshness(HybridRecommender):
