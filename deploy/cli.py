@@ -175,11 +175,11 @@ def schemas(
 
 @cli.command()
 def evaluate(
-    events_file: Annotated[Path, typer.Argument(help="JSON lines: one event per line, as POSTed to the API.")],
+    events_file: Annotated[Path, typer.Argument(help="JSON lines (.jsonl, or gzip'd .jsonl.gz): one event per line, as POSTed to the API.")],
     k: Annotated[int, typer.Option(help="Length of each ranked list.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
 ) -> None:
-    """Replay a file of events test-then-train; compare Eddy with popularity baselines.
+    """Replay a file of events test-then-train; compare Eddy with popularity, decayed popularity and item-kNN.
 
     Events are sorted by event time. Every positive interaction (click, like, save, view,
     rate >= 4) on an item new to the user is a target, ranked before it is learned.

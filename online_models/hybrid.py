@@ -201,13 +201,13 @@ class HybridRecommender(Recommender):
         self._newest: deque[int] = deque(maxlen=newest_pool)
         self.ranker = BlendRanker(FEATURES, PRIOR, lr=lr)
         self._clock = 0  # learning calls so far: what a kept ranking was computed at
+        self._tops: np.ndarray | None = None  # keys at the top of the counts, as of the last refresh
         self._transient()
 
     #: Derived state, rebuilt on use: never pickled.
-    _TRANSIENT = ("_tops", "_kept", "_newest_array", "_index_arrays")
+    _TRANSIENT = ("_kept", "_newest_array", "_index_arrays")
 
     def _transient(self) -> None:
-        self._tops: tuple[int, np.ndarray] | None = None  # (clock, keys) at the top of the counts
         self._kept: tuple | None = None  # the last ranking's candidates, for learning from them
         self._newest_array: np.ndarray | None = None
         self._index_arrays: dict[str, np.ndarray] = {}
@@ -250,7 +250,7 @@ class HybridRecommender(Recommender):
         return key
 
     def learn_item(self, item: ItemInfo) -> None:
-        self._clock += 1
+        self._tick()
         old = self._items.get(item.item_id)
         known = item.item_id in self._key and self._trow[self._key[item.item_id]] >= 0
         key = self._key_of(item.item_id)
@@ -295,7 +295,7 @@ class HybridRecommender(Recommender):
             self._trow[key] = r
 
     def retract_item(self, item_id: str) -> None:
-        self._clock += 1
+        self._tick()
         self._items.pop(item_id, None)
         self._origin.pop(item_id, None)
         self._table.retract(item_id)
@@ -307,7 +307,7 @@ class HybridRecommender(Recommender):
 
     def set_reliability(self, weights: dict[str, float]) -> None:
         """Down-weight items of unreliable sources: domain -> weight in (0, 1] (1 = trusted)."""
-        self._clock += 1
+        self._tick()
         self.reliability = {d: min(1.0, max(0.0, w)) for d, w in weights.items() if w < 1.0}
         table = self._table
         table.weight[: table.n] = 1.0
@@ -334,7 +334,7 @@ class HybridRecommender(Recommender):
         user.taste_ts = max(user.taste_ts, ts)
 
     def learn_preference(self, user_id: str, interests: Mapping[str, float], ts: float) -> None:
-        self._clock += 1
+        self._tick()
         user = self._user(user_id)
         self._decay_taste(user, ts)
         for name, weight in interests.items():
@@ -346,7 +346,7 @@ class HybridRecommender(Recommender):
     def learn_interaction(self, user_id: str, item_id: str, signal: float, ts: float) -> None:
         kept, self._kept = self._kept, None
         clock = self._clock
-        self._clock += 1
+        self._tick()
         user = self._user(user_id)
         key = self._key_of(item_id)
         consumption = is_consumption(signal)
@@ -424,7 +424,7 @@ class HybridRecommender(Recommender):
 
     def forget_user(self, user_id: str) -> None:
         # Co-engagement, sequences and counts are anonymous aggregates and stay.
-        self._clock += 1
+        self._tick()
         self._users.pop(user_id, None)
         for waiting in self._early.values():
             waiting[:] = [w for w in waiting if w[0] != user_id]
@@ -485,11 +485,20 @@ class HybridRecommender(Recommender):
         return _Context(user_segment(len(user.consumed)), collab, seq, history,
                         table.dense(taste) if taste else None, declared, strongest)
 
+    def _tick(self) -> None:
+        """One learning call more; every ``TOPS_EVERY`` calls the top of the counts is taken
+        again. At fixed points of the learning, not of the reads, so that a model restored
+        from a snapshot ranks exactly as the one that kept running."""
+        self._clock += 1
+        if self._clock % TOPS_EVERY == 0:
+            self._tops = self._compute_tops()
+
     def _top_keys(self) -> np.ndarray:
-        """Keys at the top of each trending count and of the plain count, refreshed every
-        ``TOPS_EVERY`` learning steps."""
-        if self._tops is not None and self._clock - self._tops[0] < TOPS_EVERY:
-            return self._tops[1]
+        """Keys at the top of each trending count and of the plain count (as of the last
+        refresh; computed afresh until the first)."""
+        return self._compute_tops() if self._tops is None else self._tops
+
+    def _compute_tops(self) -> np.ndarray:
         n = len(self._ids)
         table = self._table
         rows = self._trow[:n]
@@ -500,7 +509,6 @@ class HybridRecommender(Recommender):
         count = self._count[:n] * servable
         if n > self.trend_pool:
             keys = np.union1d(keys, np.argpartition(-count, self.trend_pool)[: self.trend_pool])
-        self._tops = (self._clock, keys)
         return keys
 
     def _index_keys(self, feature: str) -> np.ndarray:

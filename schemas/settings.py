@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         0.02, gt=0, le=1,
         description="Share of positive interactions scored test-then-train for the live quality figures (a stable sample).",
     )
-    popular_k: int = Field(100, ge=1, le=10_000, description="Length of the cold-start popular list.")
+    popular_k: int = Field(100, ge=1, le=10_000, description="Length of the cold-start list.")
     popularity_half_life_s: float = Field(
         7 * 24 * 3600.0, gt=0, description="Half-life of the recency-decayed popularity."
     )

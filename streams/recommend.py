@@ -141,7 +141,8 @@ class RecommenderService:
         self.dirty = False  # learned something since the last snapshot
         # Users the batch touched, with the ids of their events it learned (newest last).
         self.touched: dict[str, list[str]] = {}
-        self.cold_published: tuple[float, float] = (0.0, float("-inf"))  # (wall time, event clock) of the last
+        self.cold_dirty = True  # the model learned since the cold-start list was written
+        self.cold_written = float("-inf")  # when it was (monotonic)
         self.catalogue_id = "0-0"
         self.member = f"{socket.gethostname()}:{os.getpid()}"
         # Recently active users, newest last, with the ids their latest list reflects.
@@ -194,6 +195,7 @@ class RecommenderService:
         learn_event(self.baseline, event)
         self.new_items = True
         self.dirty = True
+        self.cold_dirty = True
         if event.retracted:
             self.display.pop(event.item_id, None)
         else:
@@ -234,6 +236,7 @@ class RecommenderService:
         p, o = int(partition), int(offset)
         self.clock = max(self.clock, event.ts or 0.0)
         self.dirty = True
+        self.cold_dirty = True
         if event.type == "user_deleted":
             for version in self.versions.values():
                 version.model.forget_user(event.user_id)
@@ -401,29 +404,30 @@ class RecommenderService:
                 self.active[user_id] = reflects
             effects.set_soon(keys.recs(user_id), orjson.dumps(self.recommendations(user_id, reflects)))
         self.touched.clear()
-        self.publish_cold_start(effects, keys)
+        if (cold := self.cold_start_doc()) is not None:
+            effects.set_soon(keys.popular_list, cold)
         effects.hset(keys.models, f"recs:{self.member}", orjson.dumps(self.quality()))
         effects.hset(keys.registry, f"{MODEL}:{self.member}", orjson.dumps(self.registry()))
         if self.serving_request is not None:
             effects.hset(keys.serving, MODEL, orjson.dumps(self.serving_request))
             self.serving_request = None
 
-    def publish_cold_start(self, effects: Effects, keys: Keys) -> None:
-        """The list served to users Eddy knows nothing about, from the model's new-user blend
-        (at most once per ``COLD_START_EVERY_S``, and only when the model has learned since)."""
-        wall, clock = self.cold_published
+    def cold_start_doc(self) -> bytes | None:
+        """The list served to users Eddy knows nothing about, from the model's new-user blend,
+        when the model learned since it was last written (at most once per
+        ``COLD_START_EVERY_S``); None when there is nothing to write."""
         now = time.monotonic()
-        if now - wall < COLD_START_EVERY_S or clock == self.clock:
-            return
-        self.cold_published = (now, self.clock)
+        if not self.cold_dirty or now - self.cold_written < COLD_START_EVERY_S:
+            return None
+        self.cold_dirty, self.cold_written = False, now
         chosen = self.model.cold_start(self.settings.popular_k, self.clock)
-        effects.set_soon(keys.popular_list, orjson.dumps({
+        return orjson.dumps({
             "items": [{"item_id": s.item_id, "score": s.score, "reason": s.reason, "item": self.display.get(s.item_id, {})}
                       for s in chosen],
             "model": "hybrid",
             "model_version": f"{self.serving}.{self.model.version}",
-            "updated_at": time.time(),
-        }))
+            "updated_at": self.clock,  # event time: a replay of the same log writes the same list
+        })
 
     def refresh_commands(self, keys: Keys, budget_s: float = REFRESH_SLICE_S) -> list[tuple[Any, ...]]:
         """When the catalogue changed, fresh lists for the recently active users (newest
@@ -437,6 +441,8 @@ class RecommenderService:
             self.new_items = False
             self.refresh_queue = deque(reversed(self.active))  # a newer change restarts the round
         out = []
+        if (cold := self.cold_start_doc()) is not None:  # a catalogue change with no batch since
+            out.append(("SET", keys.popular_list, cold))
         deadline = time.perf_counter() + budget_s
         while self.refresh_queue and time.perf_counter() < deadline:
             user_id = self.refresh_queue.popleft()

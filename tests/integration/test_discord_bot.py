@@ -75,7 +75,9 @@ def _seeded(stack: Stack) -> str:
         {"type": "interaction", "user_id": f"crowd{n}", "item_id": f"{c}-{i}", "action": "like", "ts": T0 + n}
         for n in range(3) for c in ("comedy", "horror") for i in range(3)
     ])
-    until(lambda: len(httpx.get(f"{api}/api/popular", params={"k": 10}).json()["items"]) == 6)
+    liked = {f"{c}-{i}" for c in ("comedy", "horror") for i in range(3)}
+    # The cold-start list has learned from the crowd's likes once it holds every liked item.
+    until(lambda: liked <= {e["item_id"] for e in httpx.get(f"{api}/api/popular", params={"k": 12}).json()["items"]})
     return api
 
 
@@ -214,13 +216,13 @@ async def test_quick_rate_movie_night_and_forget_me(api: str, bot: tuple, adapte
     client, tree, _ = bot
     await run(tree, slash(client, BEN, "rate"))
     reply = adapter.sent[-1]
-    assert reply["payload"]["data"]["content"].startswith("Quick rating 1/6: **")
+    assert reply["payload"]["data"]["content"].startswith("Quick rating 1/10: **")
     assert reply["payload"]["data"]["flags"] == 64 and isinstance(view_of(client, reply), QuickRateView)
     assert await click(client, BEN, reply, "★★★★★")
-    assert adapter.sent[-1]["payload"]["data"]["content"].startswith("Quick rating 2/6: **")
+    assert adapter.sent[-1]["payload"]["data"]["content"].startswith("Quick rating 2/10: **")
     assert await click(client, BEN, reply, "Skip")
     assert await click(client, BEN, reply, "★★")
-    assert adapter.sent[-1]["payload"]["data"]["content"].startswith("Quick rating 4/6: **")
+    assert adapter.sent[-1]["payload"]["data"]["content"].startswith("Quick rating 4/10: **")
     ben = f"discord:{BEN['id']}"
     until(lambda: counts(api, ben).get("rate") == 2)
     assert profile_of(api, ben)["rating_style"] == {"mean": 3.5, "ratings": 2, "style": "balanced"}
