@@ -74,7 +74,7 @@ MATCH_TREND = 1  # content × trending uses the one-day count
 FEATURES = ("collab", "seq", "match", "fresh_content", "content", "declared", "pop", *TRENDS, "fresh", "bias")
 
 #: Starting weights: what a world too small to have taught anything yet should do.
-PRIOR = {"collab": 1.0, "seq": 0.5, "content": 2.0, "declared": 2.0, "match": 1.2, "fresh_content": 1.0,
+PRIOR = {"collab": 1.0, "seq": 0.5, "content": 3.0, "declared": 3.0, "match": 1.2, "fresh_content": 1.0,
          "pop": 0.1, "fresh": 0.2, **{t: 0.35 for t in TRENDS}}
 
 #: Constructor parameters, in order (what a challenger may change).

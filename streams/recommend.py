@@ -141,7 +141,7 @@ class RecommenderService:
         self.dirty = False  # learned something since the last snapshot
         # Users the batch touched, with the ids of their events it learned (newest last).
         self.touched: dict[str, list[str]] = {}
-        self.cold_dirty = True  # the model learned since the cold-start list was written
+        self.cold_dirty = False  # fresh events were learned since the cold-start list was written
         self.cold_written = float("-inf")  # when it was (monotonic)
         self.catalogue_id = "0-0"
         self.member = f"{socket.gethostname()}:{os.getpid()}"
@@ -195,7 +195,7 @@ class RecommenderService:
         learn_event(self.baseline, event)
         self.new_items = True
         self.dirty = True
-        self.cold_dirty = True
+        self.cold_dirty = self.cold_dirty or bool(self.active)  # lists are being served: this one too
         if event.retracted:
             self.display.pop(event.item_id, None)
         else:
@@ -236,7 +236,6 @@ class RecommenderService:
         p, o = int(partition), int(offset)
         self.clock = max(self.clock, event.ts or 0.0)
         self.dirty = True
-        self.cold_dirty = True
         if event.type == "user_deleted":
             for version in self.versions.values():
                 version.model.forget_user(event.user_id)
@@ -403,6 +402,8 @@ class RecommenderService:
             if user_id in self.active:
                 self.active[user_id] = reflects
             effects.set_soon(keys.recs(user_id), orjson.dumps(self.recommendations(user_id, reflects)))
+        # Fresh events (not a replay of what was applied): the cold-start list follows them.
+        self.cold_dirty = self.cold_dirty or bool(self.touched)
         self.touched.clear()
         if (cold := self.cold_start_doc()) is not None:
             effects.set_soon(keys.popular_list, cold)
@@ -426,7 +427,7 @@ class RecommenderService:
                       for s in chosen],
             "model": "hybrid",
             "model_version": f"{self.serving}.{self.model.version}",
-            "updated_at": self.clock,  # event time: a replay of the same log writes the same list
+            "updated_at": time.time(),
         })
 
     def refresh_commands(self, keys: Keys, budget_s: float = REFRESH_SLICE_S) -> list[tuple[Any, ...]]:
