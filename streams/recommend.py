@@ -143,6 +143,7 @@ class RecommenderService:
         self.touched: dict[str, list[str]] = {}
         self.cold_dirty = False  # fresh events were learned since the cold-start list was written
         self.cold_written = float("-inf")  # when it was (monotonic)
+        self.cold_items: list = []  # what it held: a list that has not changed is not written again
         self.catalogue_id = "0-0"
         self.member = f"{socket.gethostname()}:{os.getpid()}"
         # Recently active users, newest last, with the ids their latest list reflects.
@@ -422,12 +423,18 @@ class RecommenderService:
             return None
         self.cold_dirty, self.cold_written = False, now
         chosen = self.model.cold_start(self.settings.popular_k, self.clock)
+        items = [[s.item_id, s.score, s.reason] for s in chosen]
+        if items == self.cold_items:
+            return None
+        self.cold_items = items
         return orjson.dumps({
             "items": [{"item_id": s.item_id, "score": s.score, "reason": s.reason, "item": self.display.get(s.item_id, {})}
                       for s in chosen],
             "model": "hybrid",
             "model_version": f"{self.serving}.{self.model.version}",
-            "updated_at": time.time(),
+            # Event time: a replay of the same log writes the same bytes (wall-clock freshness
+            # is the recommender's, in its quality figures).
+            "updated_at": self.clock,
         })
 
     def refresh_commands(self, keys: Keys, budget_s: float = REFRESH_SLICE_S) -> list[tuple[Any, ...]]:
@@ -501,7 +508,7 @@ class RecommenderService:
             "promoted_at": self.promoted_at, "since_change": self.since_change, "targets_seen": self.targets_seen,
             "baseline": self.baseline, "baseline_score": self.baseline_score, "display": self.display,
             "ctr": self.ctr, "clock": self.clock, "catalogue_id": self.catalogue_id,
-            "active": list(self.active), "health": self.health,
+            "active": list(self.active), "health": self.health, "cold_items": self.cold_items,
         }
         body = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         meta = SnapshotMeta(
@@ -533,6 +540,7 @@ class RecommenderService:
         self.display, self.ctr, self.clock = state["display"], state["ctr"], state["clock"]
         self.catalogue_id = state["catalogue_id"]
         self.active = OrderedDict((u, ()) for u in state["active"])
+        self.cold_items = state.get("cold_items", [])
         self.health = state.get("health", self.health)
         self.gate.next = {int(p): o for p, o in meta.offsets.get(topic, {}).items()}
         for name in configured:  # those new here learn from the snapshot's offsets on

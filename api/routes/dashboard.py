@@ -51,7 +51,9 @@ def summarize(stats: dict[bytes, bytes], workers: dict[bytes, bytes], models: di
         "freshness": {
             "recommender_s": min((a for a in learned["recs"] if a is not None), default=None),
             "bids_s": min((a for a in learned["bids"] if a is not None), default=None),
-            "popular_s": _age(now, popular_doc.get("updated_at")),
+            # The cold-start list is the recommender's, rewritten by the batches it learns from
+            # when it changes: as fresh as the recommender once it exists.
+            "popular_s": min((a for a in learned["recs"] if a is not None), default=None) if popular_doc else None,
         },
     }
 

@@ -16,13 +16,14 @@ def test_summary_strips_the_topic_prefix_and_keeps_the_freshest_worker() -> None
     models = {b"recs:host:1": orjson.dumps({"updated_at": NOW - 4.0}),
               b"recs:host:2": orjson.dumps({"updated_at": NOW - 1.5}),
               b"bids:host:1": orjson.dumps({"updated_at": NOW - 30.0})}
-    popular = orjson.dumps({"items": [], "updated_at": NOW - 2.25})
+    popular = orjson.dumps({"items": [], "updated_at": 1_000.0})  # event time: not what the age is read from
     assert summarize(stats, workers, models, popular, "t1.", NOW) == {
         "now": NOW,
         "applied": {"interactions": 40, "items": 12},
         "workers": [{"worker": "host:1", "partitions": 9, "assigned_at": NOW - 60},
                     {"worker": "host:2", "partitions": 8, "assigned_at": NOW - 50}],
-        "freshness": {"recommender_s": 1.5, "bids_s": 30.0, "popular_s": 2.25},
+        # The cold-start list is the recommender's: as fresh as its freshest worker.
+        "freshness": {"recommender_s": 1.5, "bids_s": 30.0, "popular_s": 1.5},
     }
 
 
