@@ -425,6 +425,7 @@ class HybridRecommender(Recommender):
     def forget_user(self, user_id: str) -> None:
         # Co-engagement, sequences and counts are anonymous aggregates and stay.
         self._tick()
+        self._kept = None  # it may hold the user's history
         self._users.pop(user_id, None)
         for waiting in self._early.values():
             waiting[:] = [w for w in waiting if w[0] != user_id]
