@@ -170,7 +170,7 @@ def test_events_flow_end_to_end_into_the_read_model(stack: Stack, api: str) -> N
         time.sleep(0.1)
     # The cold-start list (the model's new-user blend) leads with what four users liked.
     assert popular[0]["item_id"] == "i3" and popular[0]["score"] > popular[1]["score"] > 0
-    assert popular[0]["item"]["title"] == "Residency 3" and popular[0]["reason"] in {"trending", "popular"}
+    assert popular[0]["item"]["title"] == "Residency 3" and popular[0]["reason"] in {"trending", "popular", "new"}
     assert httpx.get(api + "/api/items/i2").json()["title"] == "Residency 2"
     counts = httpx.get(api + "/api/users/u0/counts").json()
     assert counts["counts"] == {"like": 1, "click": 1} and counts["interests"] == {"painting": 1.0}
