@@ -53,7 +53,7 @@ from river.feature_extraction import BagOfWords
 
 from online_models.base import ItemInfo, Recommender, Scored, is_consumption
 from online_models.item_state import DecayedCounts, SparseRows
-from online_models.item_table import ItemTable
+from online_models.item_table import ItemTable, resized
 from online_models.ranker import BlendRanker, user_segment
 
 STOP_WORDS = frozenset(
@@ -244,9 +244,8 @@ class HybridRecommender(Recommender):
             key = self._key[item_id] = len(self._ids)
             self._ids.append(item_id)
             if key >= len(self._count):
-                size = 2 * len(self._count)
-                self._count = np.concatenate((self._count, np.zeros(size - len(self._count))))
-                self._trow = np.concatenate((self._trow, np.full(size - len(self._trow), -1, dtype=np.int64)))
+                self._count = resized(self._count, 2 * len(self._count), 0.0)
+                self._trow = resized(self._trow, 2 * len(self._trow), -1)
         return key
 
     def learn_item(self, item: ItemInfo) -> None:

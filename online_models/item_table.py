@@ -6,7 +6,8 @@ and retires the old one, so rows stay append-only (the feature matrix is a growi
 once retired rows are a quarter of the table, it is rewritten without them.
 Beside the features, each row holds what decides whether and how the item may be served:
 its event time (it exists from then on), its deadline, whether it is live (known and not
-retracted), its source's reliability weight and its raw trending score.
+retracted) and its source's reliability weight. What users taught about the item (counts,
+co-engagement) is kept by the recommender under the item's stable key, not by row.
 
 >>> table = ItemTable()
 >>> table.put("a", {"cat:x": 1.0}, born=0.0, deadline=None)
@@ -50,7 +51,6 @@ class ItemTable:
         self.deadline = np.full(_FIRST_ROWS, np.inf)
         self.live = np.zeros(_FIRST_ROWS, dtype=bool)
         self.weight = np.ones(_FIRST_ROWS)
-        self.trend = np.zeros(_FIRST_ROWS)
         self.indptr = np.zeros(_FIRST_ROWS + 1, dtype=np.int64)
         self.indices = np.zeros(_FIRST_ROWS * _ENTRIES_PER_ROW, dtype=np.int64)
         self.data = np.zeros(_FIRST_ROWS * _ENTRIES_PER_ROW)
@@ -87,7 +87,6 @@ class ItemTable:
             self.born[r] = self.born[old]
             self.deadline[r] = self.deadline[old] if deadline is None else deadline
             self.weight[r] = self.weight[old]
-            self.trend[r] = self.trend[old]
             self.live[old] = False
             self.retired += 1
             self.moves += 1
@@ -102,12 +101,12 @@ class ItemTable:
         keep = np.array(sorted(self.row.values()), dtype=np.int64)
         entries, _, lens = self._entries(keep)
         n, nnz = len(keep), len(entries)
-        self.indices = _resized(self.indices[entries], max(nnz, len(self.indices)), 0)
-        self.data = _resized(self.data[entries], max(nnz, len(self.data)), 0.0)
-        self.indptr = _resized(np.concatenate(([0], np.cumsum(lens))), len(self.indptr), 0)
-        for name, fill in (("born", 0.0), ("deadline", np.inf), ("live", False), ("weight", 1.0), ("trend", 0.0)):
+        self.indices = resized(self.indices[entries], max(nnz, len(self.indices)), 0)
+        self.data = resized(self.data[entries], max(nnz, len(self.data)), 0.0)
+        self.indptr = resized(np.concatenate(([0], np.cumsum(lens))), len(self.indptr), 0)
+        for name, fill in (("born", 0.0), ("deadline", np.inf), ("live", False), ("weight", 1.0)):
             array = getattr(self, name)
-            setattr(self, name, _resized(array[keep], len(array), fill))
+            setattr(self, name, resized(array[keep], len(array), fill))
         self.ids = [self.ids[r] for r in keep.tolist()]
         self.feats = [self.feats[r] for r in keep.tolist()]
         self.row = {item_id: r for r, item_id in enumerate(self.ids)}
@@ -125,26 +124,24 @@ class ItemTable:
         r = self.row.get(item_id)
         if r is not None:
             self.live[r] = False
-            self.trend[r] = 0.0
 
     def _grow_rows(self, need: int) -> None:
         cap = len(self.born)
         if need <= cap:
             return
         new = max(need, 2 * cap)
-        self.born = _resized(self.born, new, 0.0)
-        self.deadline = _resized(self.deadline, new, np.inf)
-        self.live = _resized(self.live, new, False)
-        self.weight = _resized(self.weight, new, 1.0)
-        self.trend = _resized(self.trend, new, 0.0)
-        self.indptr = _resized(self.indptr, new + 1, 0)
+        self.born = resized(self.born, new, 0.0)
+        self.deadline = resized(self.deadline, new, np.inf)
+        self.live = resized(self.live, new, False)
+        self.weight = resized(self.weight, new, 1.0)
+        self.indptr = resized(self.indptr, new + 1, 0)
 
     def _grow_entries(self, need: int) -> None:
         cap = len(self.data)
         if need > cap:
             new = max(need, 2 * cap)
-            self.indices = _resized(self.indices, new, 0)
-            self.data = _resized(self.data, new, 0.0)
+            self.indices = resized(self.indices, new, 0)
+            self.data = resized(self.data, new, 0.0)
 
     # --- reading ------------------------------------------------------------------------
 
@@ -201,7 +198,8 @@ class ItemTable:
         return [names[c] for c in self.indices[entries[first]].tolist()]
 
 
-def _resized(array: np.ndarray, size: int, fill: object) -> np.ndarray:
+def resized(array: np.ndarray, size: int, fill: object) -> np.ndarray:
+    """A copy of ``array`` cut or padded with ``fill`` to ``size`` (growing per-item arrays)."""
     out = np.full(size, fill, dtype=array.dtype)
     out[: len(array)] = array
     return out

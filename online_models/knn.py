@@ -22,6 +22,7 @@ import numpy as np
 
 from online_models.base import ItemInfo, Recommender, Scored
 from online_models.item_state import SparseRows
+from online_models.item_table import resized
 from online_models.popularity import Popularity
 
 
@@ -46,7 +47,7 @@ class ItemKNN(Recommender):
             k = self._key[item_id] = len(self._ids)
             self._ids.append(item_id)
             if k >= len(self._count):
-                self._count = np.concatenate((self._count, np.zeros(len(self._count))))
+                self._count = resized(self._count, 2 * len(self._count), 0.0)
         return k
 
     def learn_item(self, item: ItemInfo) -> None:
