@@ -178,6 +178,8 @@ def evaluate(
     events_file: Annotated[Path, typer.Argument(help="JSON lines (.jsonl, or gzip'd .jsonl.gz): one event per line, as POSTed to the API.")],
     k: Annotated[int, typer.Option(help="Length of each ranked list.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Also replay Eddy as this many workers, users "
+                                         "spread over them by id, sharing item facts (eddy_<n>_workers).")] = 1,
 ) -> None:
     """Replay a file of events test-then-train; compare Eddy with popularity, decayed popularity and item-kNN.
 
@@ -186,7 +188,7 @@ def evaluate(
     """
     from deploy.evaluate import run_evaluation
 
-    code = run_evaluation(events_file, k=k, as_json=as_json, console=console)
+    code = run_evaluation(events_file, k=k, as_json=as_json, console=console, workers=workers)
     raise typer.Exit(code)
 
 

@@ -22,14 +22,17 @@ from online_models.evaluation import Prequential
 from online_models.hybrid import HybridRecommender
 from online_models.knn import ItemKNN
 from online_models.popularity import Popularity
+from online_models.sharded import Sharded
 from schemas.events import EventDecodeError, validate_event
 
 RELEVANT = frozenset({"item", "interaction", "preference", "user_deleted"})
 
 
-def default_models() -> dict:
-    return {
-        "eddy": HybridRecommender(),
+def default_models(workers: int = 1) -> dict:
+    models = {"eddy": HybridRecommender()}
+    if workers > 1:  # what a deployment of that many workers would learn (online_models/sharded.py)
+        models[f"eddy_{workers}_workers"] = Sharded(HybridRecommender, workers)
+    return models | {
         "popularity": Popularity(),
         "decayed_popularity": Popularity(half_life_s=3 * 86400.0),
         "knn": ItemKNN(history=20),
@@ -58,7 +61,7 @@ def load_events(path: Path, console: Console) -> tuple[list, int]:
     return events, invalid
 
 
-def run_evaluation(path: Path, *, k: int, as_json: bool, console: Console) -> int:
+def run_evaluation(path: Path, *, k: int, as_json: bool, console: Console, workers: int = 1) -> int:
     tune_gc()  # fewer collector passes over the growing models (deploy/runtime.py)
     if not path.exists():
         console.print(f"[red]no such file: {path}[/]")
@@ -66,7 +69,7 @@ def run_evaluation(path: Path, *, k: int, as_json: bool, console: Console) -> in
     err = Console(stderr=True)
     started = time.perf_counter()
     events, invalid = load_events(path, err)
-    runner = Prequential(default_models(), k=k)
+    runner = Prequential(default_models(workers), k=k)
     with Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=err, transient=True, disable=not err.is_terminal,

@@ -142,6 +142,7 @@ async def _replay(settings: Settings, keys: Keys, redis: Any, start: str, params
                       origin="replay")
     service.versions = {name: version}
     service.serving = name
+    service.publish_facts = False  # it learns every partition itself: no other worker to tell
     sink = Coalescer()
     seen: set[str] = set()
     skipped = 0

@@ -202,6 +202,9 @@ class HybridRecommender(Recommender):
         self.ranker = BlendRanker(FEATURES, PRIOR, lr=lr)
         self._clock = 0  # learning calls so far: what a kept ranking was computed at
         self._tops: np.ndarray | None = None  # keys at the top of the counts, as of the last refresh
+        # With sharing on, each consumption's item facts are kept for :meth:`shared`.
+        self.sharing = False
+        self._facts: list[tuple] = []
         self._transient()
 
     #: Derived state, rebuilt on use: never pickled.
@@ -217,6 +220,8 @@ class HybridRecommender(Recommender):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("sharing", False)  # snapshots from before workers shared
+        self.__dict__.setdefault("_facts", [])
         self._transient()
 
     # --- learning -----------------------------------------------------------------------
@@ -342,7 +347,11 @@ class HybridRecommender(Recommender):
             for feature in (f"cat:{key}", f"tag:{key}"):
                 user.taste[feature] = user.taste.get(feature, 0.0) + weight / user.scale
 
-    def learn_interaction(self, user_id: str, item_id: str, signal: float, ts: float) -> None:
+    def learn_interaction(self, user_id: str, item_id: str, signal: float, ts: float, *,
+                          shared_state: bool = True) -> None:
+        """Learn one interaction. With ``shared_state=False`` only the user's own state is
+        learned: what the event teaches every worker (the item's counts and co-engagement,
+        the blend's step) was already learned from another worker's :meth:`shared` facts."""
         kept, self._kept = self._kept, None
         clock = self._clock
         self._tick()
@@ -350,7 +359,7 @@ class HybridRecommender(Recommender):
         key = self._key_of(item_id)
         consumption = is_consumption(signal)
         first = consumption and item_id not in user.consumed
-        if signal > 0 and first:
+        if signal > 0 and first and shared_state:
             # Test, then train: the ranking the user would have got (kept from ``rank`` when
             # it was just asked for, at this time) against the item they chose.
             if kept is None or kept[0] != (user_id, ts, clock):
@@ -369,22 +378,61 @@ class HybridRecommender(Recommender):
             user.shown.append(key)
             return
         weight = 1.0 if signal > 0 else 0.5
-        self._trend.add(key, ts, weight)
-        if not first:
-            return
-        user.consumed[item_id] = key
-        self._count[key] += weight
         recent = user.recent
-        if recent:
+        if shared_state:
+            self._count_consumption(key, ts, weight, recent if first else None)
+            if self.sharing:
+                after = [(self._ids[k], w) for k, w in reversed(recent)] if first else None
+                self._facts.append((item_id, ts, weight, after))
+        if first:
+            user.consumed[item_id] = key
+            recent.append((key, weight))
+
+    def _count_consumption(self, key: int, ts: float, weight: float, after: Iterable | None) -> None:
+        """What one consumption teaches about items, whoever's user made it: the item's
+        counts and, when it is the user's first of the item, its co-engagement with the
+        (key, weight) of the items consumed ``after`` holds, oldest first."""
+        self._trend.add(key, ts, weight)
+        if after is None:
+            return
+        self._count[key] += weight
+        if after:
             keys, coefs, decay = [], [], 1.0
-            for other, other_weight in reversed(recent):
+            for other, other_weight in reversed(after):
                 keys.append(other)
                 coefs.append(weight * other_weight * decay)
                 decay *= self.pair_decay
+                if len(keys) == self.history:
+                    break
             self._co.add_to_each(keys, key, coefs)
             self._co.add_many(key, keys, coefs)
             self._seq.add(keys[0], key, 1.0)
-        recent.append((key, weight))
+
+    # --- item state shared between workers -------------------------------------------------
+
+    def shared(self) -> list[tuple]:
+        """What this model learned since the last call that other workers should learn too
+        (with :attr:`sharing` on), as facts: per consumption, ``(item_id, ts, weight,
+        after)``, where ``after`` lists the ``(item_id, weight)`` the user had consumed
+        before, newest first, on their first consumption of the item (None on a repeat);
+        per step of the blend, ``(gradient,)``, weight name -> gradient."""
+        facts, self._facts = self._facts, []
+        return facts
+
+    def learn_shared(self, facts: Iterable[tuple]) -> None:
+        """Learn what other workers' users taught about items (their :meth:`shared` facts):
+        the same counts and co-engagement as if this model had seen those users. Sums, so
+        their order against this worker's own learning does not matter."""
+        for fact in facts:
+            if len(fact) == 1:
+                self.ranker.step(fact[0])
+                continue
+            item_id, ts, weight, after = fact
+            self._tick()
+            key = self._key_of(item_id)
+            if after is not None:
+                after = [(self._key_of(other), w) for other, w in reversed(after)]
+            self._count_consumption(key, ts, weight, after)
 
     def _learn_taste(self, user: _User, user_id: str, item_id: str, signal: float, ts: float) -> None:
         self._decay_taste(user, ts)
@@ -414,7 +462,10 @@ class HybridRecommender(Recommender):
             X, item_new = np.vstack((X, x)), np.concatenate((item_new, new))
             scores = np.concatenate((scores, self.ranker.scores(x, ctx.segment, new)))
             chosen = len(X) - 1
+        self.ranker.sharing = self.sharing
         self.ranker.learn(X, chosen, ctx.segment, item_new, scores)
+        if self.sharing:
+            self._facts.extend((grad,) for grad in self.ranker.shared())
 
     def _trim_taste(self, user: _User) -> None:
         if len(user.taste) > 2 * self.taste_features:

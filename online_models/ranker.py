@@ -59,12 +59,18 @@ class BlendRanker:
         self._bias = self.features.index("bias") if "bias" in self.features else -1
         self._arrays: dict[str, np.ndarray] = {}
         self._names: dict[str, list[str]] = {}
+        # With sharing on, each step's gradient is kept for :meth:`shared` (other workers
+        # take the same steps, so that one blend is learned from every worker's users).
+        self.sharing = False
+        self._steps: list[dict[str, float]] = []
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("_arrays", "_names")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("sharing", False)  # snapshots from before workers shared
+        self.__dict__.setdefault("_steps", [])
         self._arrays = {}
         self._names = {}
 
@@ -114,9 +120,21 @@ class BlendRanker:
                 names = self._names[group] = [f"{f}|{group}" for f in self.features]
             if isinstance(g, np.ndarray):
                 grad.update((name, gi) for name, gi in zip(names, g.tolist()) if gi)
-        self.optimizer.step(self.weights, grad)
+        self.step(grad)
+        if self.sharing:
+            self._steps.append(grad)
+
+    def step(self, grad: Mapping[str, float]) -> None:
+        """One AdaGrad step along ``grad`` (weight name -> gradient): this ranker's own, or
+        another worker's from its :meth:`shared` steps."""
+        self.optimizer.step(self.weights, dict(grad))
         self.updates += 1
         self._arrays.clear()
+
+    def shared(self) -> list[dict[str, float]]:
+        """The gradients of the steps taken since the last call (with :attr:`sharing` on)."""
+        steps, self._steps = self._steps, []
+        return steps
 
     def table(self) -> dict[str, dict[str, float]]:
         """The learned weights: per user segment, and the offsets per item segment."""

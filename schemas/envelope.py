@@ -81,7 +81,13 @@ def decode_record(
         if not isinstance(inner, list):
             return [EventDecodeError("an envelope must hold a JSON array of events")], False
         large = len(raw) > max_bytes
-        return [_validate_inner(doc, max_bytes if large else None) for doc in inner], True
+        # Events are numbered by offset and index (streams/recommend.py): no more per record.
+        out = [_validate_inner(doc, max_bytes if large else None) for doc in inner[:MAX_ENVELOPE_EVENTS]]
+        for doc in inner[MAX_ENVELOPE_EVENTS:]:
+            error = EventDecodeError(f"an envelope holds at most {MAX_ENVELOPE_EVENTS} events")
+            error.raw = orjson.dumps(doc)
+            out.append(error)
+        return out, True
     if len(raw) > max_bytes:
         return [EventDecodeError(f"event is {len(raw)} bytes, over the limit of {max_bytes}")], False
     try:

@@ -41,6 +41,11 @@ class Keys:
         return f"{self.prefix}catalogue"
 
     @property
+    def item_facts(self) -> str:
+        """Stream: what each recommender worker's users taught about items, for the others."""
+        return f"{self.prefix}itemfacts"
+
+    @property
     def popular(self) -> str:
         """Sorted set: item -> count of positive interactions (cold-start fallback)."""
         return f"{self.prefix}popular"

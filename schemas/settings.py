@@ -104,6 +104,10 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Seconds between two snapshots of each model (0 = only on shutdown)."
     )
     snapshot_keep: int = Field(5, ge=1, description="Snapshots kept per model.")
+    item_facts_retention_s: float = Field(
+        600.0, gt=0, description="Seconds of item facts (what each recommender worker's users taught, for the "
+        "other workers) kept in Redis: a worker restored from an older snapshot misses the others' facts of the gap.",
+    )
     recs_challengers: Annotated[list[dict[str, float]], NoDecode] = Field(
         default_factory=list,
         description="Shadow challengers of the recommender: a JSON list of parameter overrides, "

@@ -136,9 +136,10 @@ class Coalescer:
         """Let a hash or sorted set expire ``seconds`` after the batch (latest call wins)."""
         self._ops(name).expire = int(seconds)
 
-    def xadd(self, name: str, fields: dict[str, Any], maxlen: int | None = None) -> None:
-        """Append to a stream. Appends are never folded; they run last, in call order."""
-        cap = ("MAXLEN", "~", maxlen) if maxlen else ()
+    def xadd(self, name: str, fields: dict[str, Any], maxlen: int | None = None, minid: str | None = None) -> None:
+        """Append to a stream, trimmed to about ``maxlen`` entries or to ids from ``minid``
+        on. Appends are never folded; they run last, in call order."""
+        cap = ("MAXLEN", "~", maxlen) if maxlen else ("MINID", "~", minid) if minid else ()
         self._appends.append(("XADD", name, *cap, "*", *(x for kv in fields.items() for x in kv)))
 
     # --- replay -------------------------------------------------------------------------

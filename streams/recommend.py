@@ -7,9 +7,15 @@ Global state is handled explicitly:
 * the **catalogue** is broadcast: every item event is appended to a Redis stream in the
   same atomic write that stores the item, and every worker follows that stream from its
   start, so each one knows every item whichever items partitions it owns;
-* **trending** and **co-engagement** are learned by each worker from its own users: a
-  sample of the whole population, which is what makes N workers scale; the scale-out
-  test bounds the quality cost against one worker;
+* what users teach **every** user — items' counts, trending, co-engagement, sequences, and
+  the steps of the learned blend — is learned from all of them: each worker learns its own
+  users' events at once and publishes those facts (``HybridRecommender.shared``) to a Redis
+  stream in the batch's atomic write; every worker follows that stream and learns the other
+  workers' facts (``learn_shared``: sums and gradient steps, so order matters little). Each
+  fact carries its interaction's position in the log (partition, offset, index), and each
+  version keeps the highest position per partition it has counted, so a fact re-published
+  after a crash, or an event learned again by its partition's next owner, counts once
+  (docs/scale-out.md);
 * the cold-start **popular** list is global, in one Redis sorted set (see
   ``streams/interactions.py``).
 
@@ -54,7 +60,7 @@ from online_models.feed import learn_event
 from online_models.hybrid import INT_PARAMS, HybridRecommender
 from online_models.lifecycle import Decision, Policy, Window, decide
 from online_models.popularity import Popularity
-from schemas.envelope import partition_of
+from schemas.envelope import MAX_ENVELOPE_EVENTS, partition_of
 from schemas.events import AlertEvent, EventDecodeError, encode_event, validate_event
 from schemas.keys import Keys
 from schemas.settings import Settings
@@ -77,6 +83,8 @@ SERVING_POLL_S = 1.0
 COLD_START_EVERY_S = 1.0
 REFLECTS = 20  # event ids a list names as the user's latest events it was computed after
 CHAMPION = "v1"
+SLOTS = MAX_ENVELOPE_EVENTS  # positions per record of the log
+STREAM_READ = 1000  # entries per read of the catalogue and item facts streams
 
 
 @dataclass
@@ -90,6 +98,9 @@ class Version:
     created_at: float = field(default_factory=time.time)
     score: Score = field(default_factory=Score)
     since: dict[int, int] = field(default_factory=dict)  # partition -> first offset it learns
+    # partition -> highest position (see `position`) whose item facts this version has
+    # counted (its own learning or another worker's facts): one at or below is not again.
+    counted: dict[int, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -98,6 +109,47 @@ class Version:
             "targets": self.score.targets, "hits": self.score.hits, "ndcg_sum": self.score.ndcg_sum,
             "window": {"targets": self.window.n, "hits": self.window.hits, "hr": self.window.rate},
         }
+
+
+def encode_facts(facts: list[list]) -> bytes:
+    """A batch's facts as stored in the stream: JSON, compressed (about 4x: the blend's
+    gradients repeat their weight names).
+
+    >>> decode_facts(encode_facts([[0, 5, "film-1", 3.0, 1.0, None]]))
+    [[0, 5, 'film-1', 3.0, 1.0, None]]
+    """
+    return zlib.compress(orjson.dumps(facts), 1)
+
+
+def decode_facts(raw: bytes) -> list[list]:
+    return orjson.loads(zlib.decompress(raw))
+
+
+def position(where: str) -> tuple[int, int]:
+    """``partition:offset:index`` -> (partition, position): events in the order of the log,
+    the index counting the events of one envelope record.
+
+    >>> position("3:10:2")
+    (3, 10002)
+    """
+    partition, offset, index = where.split(":", 2)
+    return int(partition), int(offset) * SLOTS + int(index or 0)
+
+
+def learn_counted(version: Version, event: Any, partition: int, pos: int) -> None:
+    """Teach one version one event of the interactions log at ``partition``, ``pos``; what
+    it teaches every user (item counts, co-engagement, the blend's step) is learned only if
+    that position's facts were not (from another worker, before this one owned the
+    partition)."""
+    if event.type == "interaction":
+        model = version.model
+        fresh = pos > version.counted.get(partition, -1)
+        if fresh:
+            version.counted[partition] = pos
+        model.learn_interaction(event.user_id, event.item_id, signal_of(event.action, event.value),
+                                event.ts or 0.0, shared_state=fresh)
+    else:
+        learn_event(version.model, event)
 
 
 def in_sample(event_id: str, share: float) -> bool:
@@ -145,6 +197,10 @@ class RecommenderService:
         self.cold_written = float("-inf")  # when it was (monotonic)
         self.cold_items: list = []  # what it held: a list that has not changed is not written again
         self.catalogue_id = "0-0"
+        self.facts_id = "0-0"  # position in the item facts stream
+        self.facts_out: list[list] = []  # [partition, offset, *fact] to publish after the batch
+        self.publish_facts = True  # off in `eddy replay`, which learns every partition itself
+        self.facts_learned = False  # other workers' facts learned since the registry was written
         self.member = f"{socket.gethostname()}:{os.getpid()}"
         # Recently active users, newest last, with the ids their latest list reflects.
         self.active: OrderedDict[str, tuple[str, ...]] = OrderedDict()
@@ -204,24 +260,56 @@ class RecommenderService:
             self.display[event.item_id] = {f: doc[f] for f in DISPLAY_FIELDS if f in doc}
 
     async def catch_up(self, redis: Any, keys: Keys) -> int:
-        """Learn everything the catalogue stream gained since last time; returns entries read.
+        """Learn everything the catalogue stream and the item facts stream gained since last
+        time (one read for both); returns the catalogue entries read.
 
         Called before every batch of interactions (so items stored before the batch are
         known to it) and by a polling task (so new items reach lists between batches).
-        Callers hold :attr:`lock`, so the position in the stream only moves forward.
+        Callers hold :attr:`lock`, so the positions in the streams only move forward.
         """
         total = 0
-        while True:
-            reply = await redis.xread({keys.catalogue: self.catalogue_id}, count=5000)
-            n = 0
-            for _, entries in reply or []:
+        positions = {keys.catalogue: self.catalogue_id}
+        if self.restored and self.owned is not None:  # what it owns is known: the others' facts
+            positions[keys.item_facts] = self.facts_id
+        while positions:
+            reply = await redis.xread(positions, count=STREAM_READ)
+            full = set()
+            for name, entries in reply or []:
+                name = name.decode() if isinstance(name, bytes) else name
                 for entry_id, fields in entries:
-                    self.learn_catalogue_entry(fields[b"item"])
-                    self.catalogue_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    n += 1
-            total += n
-            if n < 5000:
-                return total
+                    entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    if name == keys.catalogue:
+                        self.learn_catalogue_entry(fields[b"item"])
+                        self.catalogue_id = entry_id
+                        total += 1
+                    else:
+                        if fields.get(b"from") != self.member.encode():  # its own: learned already
+                            self.learn_facts(decode_facts(fields[b"facts"]))
+                        self.facts_id = entry_id
+                if len(entries) >= STREAM_READ:
+                    full.add(name)
+            positions = {name: (self.catalogue_id if name == keys.catalogue else self.facts_id) for name in full}
+        return total
+
+    def learn_facts(self, facts: list[list]) -> None:
+        """Teach every version another worker's item facts ``[partition, position, *fact]``
+        that it has not counted yet. Facts of the partitions this worker owns are skipped:
+        it learns those events from the log, in order (a fact published by the partition's
+        previous owner, or by this worker before a restart, would teach the future to the
+        test-then-train scoring of the events it relearns)."""
+        owned = self.owned or set()
+        facts = [fact for fact in facts if fact[0] not in owned]
+        for version in self.versions.values():
+            counted = version.counted
+            before = dict(counted)  # an event may have several facts, at one position
+            todo = []
+            for p, pos, *fact in facts:
+                if pos > before.get(p, -1):
+                    counted[p] = max(pos, counted.get(p, -1))
+                    todo.append(fact)
+            if todo:
+                version.model.learn_shared(todo)
+                self.dirty = self.facts_learned = True
 
     # --- learning -----------------------------------------------------------------------
 
@@ -235,6 +323,7 @@ class RecommenderService:
         """Per event the models have not learned: live test-then-train scoring, learning."""
         partition, offset, _ = where.split(":", 2)
         p, o = int(partition), int(offset)
+        pos = position(where)[1]
         self.clock = max(self.clock, event.ts or 0.0)
         self.dirty = True
         if event.type == "user_deleted":
@@ -245,9 +334,16 @@ class RecommenderService:
             return
         if event.type == "interaction":
             self._score_live(event)
+        serving = self.model
+        serving.sharing = self.publish_facts
         for version in self.versions.values():
             if o >= version.since.get(p, 0):
-                learn_event(version.model, event)
+                learn_counted(version, event, p, pos)
+        if self.publish_facts:
+            self.facts_out.extend([p, pos, *fact] for fact in serving.shared())
+        for version in self.versions.values():
+            if version.model is not serving:
+                version.model.shared()  # the serving version's facts speak for every version
         learn_event(self.baseline, event)
         self.touched.setdefault(event.user_id, []).append(event.event_id)
         self.active[event.user_id] = self.active.get(event.user_id, ())
@@ -406,6 +502,11 @@ class RecommenderService:
         # Fresh events (not a replay of what was applied): the cold-start list follows them.
         self.cold_dirty = self.cold_dirty or bool(self.touched)
         self.touched.clear()
+        if self.facts_out:
+            oldest = int((time.time() - self.settings.item_facts_retention_s) * 1000)
+            effects.xadd(keys.item_facts, {"from": self.member, "facts": encode_facts(self.facts_out)},
+                         minid=f"{oldest}-0")
+            self.facts_out = []
         if (cold := self.cold_start_doc()) is not None:
             effects.set_soon(keys.popular_list, cold)
         effects.hset(keys.models, f"recs:{self.member}", orjson.dumps(self.quality()))
@@ -493,6 +594,11 @@ class RecommenderService:
             "baseline": {"targets": self.baseline_score.targets, "hits": self.baseline_score.hits,
                          "ndcg_sum": self.baseline_score.ndcg_sum},
             "offsets": {str(p): o for p, o in sorted(self.gate.next.items())},
+            # How far the serving version has counted each partition's item facts (its own
+            # partitions' as it learns them, the others' from the facts stream).
+            "item_facts": {"position": self.facts_id,
+                           "counted": {str(p): pos // SLOTS
+                                       for p, pos in sorted(self.versions[self.serving].counted.items())}},
             "snapshot": self.last_snapshot,
             "health": self.health.summary(),
             "event_time": self.clock,
@@ -507,7 +613,7 @@ class RecommenderService:
             "versions": self.versions, "serving": self.serving, "previous": self.previous,
             "promoted_at": self.promoted_at, "since_change": self.since_change, "targets_seen": self.targets_seen,
             "baseline": self.baseline, "baseline_score": self.baseline_score, "display": self.display,
-            "ctr": self.ctr, "clock": self.clock, "catalogue_id": self.catalogue_id,
+            "ctr": self.ctr, "clock": self.clock, "catalogue_id": self.catalogue_id, "facts_id": self.facts_id,
             "active": list(self.active), "health": self.health, "cold_items": self.cold_items,
         }
         body = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
@@ -539,6 +645,9 @@ class RecommenderService:
         self.baseline, self.baseline_score = state["baseline"], state["baseline_score"]
         self.display, self.ctr, self.clock = state["display"], state["ctr"], state["clock"]
         self.catalogue_id = state["catalogue_id"]
+        self.facts_id = state.get("facts_id", "0-0")
+        for version in self.versions.values():
+            version.__dict__.setdefault("counted", {})  # snapshots from before workers shared
         self.active = OrderedDict((u, ()) for u in state["active"])
         self.cold_items = state.get("cold_items", [])
         self.health = state.get("health", self.health)
@@ -635,7 +744,7 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
     async def learn_log(version: Version, ranges: dict[int, tuple[int, int | None]], gate: Any) -> None:
         """Teach one version the interactions of ``ranges`` from the log."""
         def learn_into(effects: Effects, event: Any, keys: Keys, where: str) -> None:
-            learn_event(version.model, event)
+            learn_counted(version, event, *position(where))
 
         await ctx.relearn(topic, frozenset(INTERACTIONS.types), ranges, Learning(learn_into, gate))
 
@@ -657,6 +766,7 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
         # The catalogue it has not seen yet, and the log between its offsets and the workers'.
         await learn_catalogue(version, meta.extra.get("catalogue_id", "0-0"))
         its = {int(p): o for p, o in meta.offsets.get(topic, {}).items()}
+        version.counted = {p: o * SLOTS - 1 for p, o in its.items()}  # it learned every partition up to there
         ranges = {p: (its.get(p, 0), service.gate.gate(p)) for p in owned if its.get(p, 0) < service.gate.gate(p)}
         await learn_log(version, ranges, lambda p: its.get(p, 0))
         version.since = {p: o for p, o in its.items() if p in owned and o > service.gate.gate(p)}
@@ -709,14 +819,24 @@ def register(ctx) -> None:  # noqa: ANN001 - streams.app.WorkerContext (import c
                     ranges = {p: (begin[p], service.gate.gate(p)) for p in owned if begin[p] < service.gate.gate(p)}
                     await learn_log(version, ranges, lambda p: 0)
                 version.since = dict(service.gate.next)
+                # Other workers' facts from the stream's current position on; the log above
+                # was its own partitions' share.
+                version.counted = {p: o * SLOTS - 1 for p, o in service.gate.next.items()}
                 service.versions[version.name] = version
                 log.warning("drift reaction %s: challenger %s added (%s)", reaction, version.name, detail)
 
     @ctx.app.task
     async def follow_catalogue() -> None:
         while True:
+            doc = None
             async with service.lock:
                 await catch_up()
+                if service.facts_learned and service.restored:  # show how far it has counted
+                    service.facts_learned = False
+                    doc = orjson.dumps(service.registry())
+            if doc is not None:
+                await with_redis_retry("registry", lambda d=doc: ctx.redis.hset(
+                    ctx.keys.registry, f"{MODEL}:{service.member}", d))
             await asyncio.sleep(CATALOGUE_POLL_S)
 
     @ctx.app.timer(interval=SOURCES_POLL_S)

@@ -1,7 +1,8 @@
 """Two workers in one consumer group: every user served, quality close to one worker's.
 
 Global state design under test: the catalogue is broadcast to every worker through a
-Redis stream; trending and co-engagement are learned per worker from its own users.
+Redis stream; what users teach about items (counts, trending, co-engagement) is learned by
+each worker from its own users and shared with the others through the item facts stream.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import orjson
 import pytest
 
 from deploy.simulator import SimConfig, Simulator
-from schemas.envelope import pack
+from schemas.envelope import pack, partition_of
 from schemas.events import validate_event
 from schemas.topics import key_of
-from tests.conftest import Stack, wait_caught_up
+from tests.conftest import Stack, until, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +75,59 @@ def test_two_workers_serve_every_user_with_quality_within_ten_percent(broker: st
     print(f"scale-out: HR@10 one worker {hr1:.4f}, two workers {hr2:.4f}, targets {q1['online']['eddy']['targets']}")
     assert abs(hr2 - hr1) <= 0.10 * hr1, (hr1, hr2)
     assert hr2 > q2["online"]["popularity"]["hr_at_10"]
+
+
+def click(user: str, item: str, ts: float, n: int) -> dict:
+    return {"type": "interaction", "event_id": f"c-{user}-{item}-{n}", "user_id": user, "item_id": item,
+            "action": "click", "ts": ts}
+
+
+def test_what_one_workers_users_teach_about_items_reaches_the_other_worker(stack: Stack) -> None:
+    """Users of worker A watch `first` then `second`; a user of worker B who watches `first`
+    gets `second`, because of A's users: B learned their co-engagement from A's item facts."""
+    partitions = range(stack.settings.partitions)
+    stack.start_worker("worker0")
+    stack.start_worker("worker1")
+    items = [{"type": "item", "event_id": f"i-{n}", "item_id": f"film-{n}", "title": f"Film {n}",
+              "category": "film", "ts": 1_000.0 + n} for n in range(30)]
+    produce(stack, "items", items)
+    stack.wait_applied("items", len(items))
+    # Which worker learns which partition: one event per partition, then each worker's registry.
+    users = {p: [u for u in (f"user-{n}" for n in range(400)) if partition_of(u.encode(), partitions) == p]
+             for p in partitions}
+    produce(stack, "interactions", [click(users[p][0], "film-29", 2_000.0, 0) for p in partitions])
+
+    def owners() -> dict[int, str] | None:
+        docs = {k.decode(): orjson.loads(v) for k, v in stack.redis.hgetall(stack.keys.registry).items()
+                if k.startswith(b"recommender:")}
+        owned = {int(p): member for member, doc in docs.items() for p in doc["offsets"]}
+        return owned if len(owned) == len(partitions) and len(set(owned.values())) == 2 else None
+
+    owned = until(owners, timeout_s=60)
+    a, b = sorted(set(owned.values()))  # their registry fields: recommender:host:pid
+    on_a = [u for p in partitions if owned[p] == a for u in users[p][1:]]
+    on_b = [u for p in partitions if owned[p] == b for u in users[p][1:]]
+    watched = [doc for n, u in enumerate(on_a[:40])
+               for doc in (click(u, "film-3", 3_000.0 + n, 1), click(u, "film-7", 3_000.5 + n, 2))]
+    produce(stack, "interactions", watched)
+    stack.wait_applied("interactions", len(partitions) + len(watched))
+    ends = {tp[1]: end for tp, end in stack.ends.items() if tp[0] == stack.topic("interactions")}
+
+    def b_counted_a() -> bool:
+        doc = orjson.loads(stack.redis.hget(stack.keys.registry, b))
+        counted = doc["item_facts"]["counted"]
+        return all(counted.get(str(p), -1) >= ends[p] - 1 for p in partitions if owned[p] == a)
+
+    until(b_counted_a, timeout_s=30)
+    viewer = on_b[0]
+    produce(stack, "interactions", [click(viewer, "film-3", 4_000.0, 3)])
+
+    def viewer_list() -> dict | None:
+        raw = stack.redis.get(stack.keys.recs(viewer))
+        doc = orjson.loads(raw) if raw else None
+        return doc if doc and f"c-{viewer}-film-3-3" in doc["reflects"] else None
+
+    # B's own users never watched film-7 (film-29 is what they clicked, and the newest): only
+    # A's users' item facts put it first.
+    ranked = [entry["item_id"] for entry in until(viewer_list, timeout_s=30)["items"]]
+    assert ranked[0] == "film-7", ranked

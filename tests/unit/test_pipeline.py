@@ -42,6 +42,22 @@ def test_decode_batch_fills_ids_and_separates_dead_letters() -> None:
     assert letter["raw_base64"] == "ew==" and letter["key"] == "k"
 
 
+
+def test_an_envelope_of_more_events_than_allowed_dead_letters_the_excess_with_the_reason() -> None:
+    """Events are numbered by offset and index in their record (streams/recommend.py), so no
+    record may hold more than MAX_ENVELOPE_EVENTS."""
+    from schemas.envelope import ENVELOPE_FIELD, MAX_ENVELOPE_EVENTS
+
+    docs = [{"type": "interaction", "event_id": f"e{n}", "ts": 5, "user_id": "u", "item_id": "i", "action": "like"}
+            for n in range(MAX_ENVELOPE_EVENTS + 2)]
+    out = decode_batch([Rec(orjson.dumps({ENVELOPE_FIELD: docs}))], allowed_types=frozenset({"interaction"}),
+                       max_bytes=10_000_000)
+    assert [e.event_id for e, _ in out.events] == [f"e{n}" for n in range(MAX_ENVELOPE_EVENTS)]
+    assert [(d.index, d.reason) for d in out.dead] == [
+        (n, f"envelope event {n}: an envelope holds at most {MAX_ENVELOPE_EVENTS} events")
+        for n in (MAX_ENVELOPE_EVENTS, MAX_ENVELOPE_EVENTS + 1)]
+    assert orjson.loads(out.dead[0].raw)["event_id"] == f"e{MAX_ENVELOPE_EVENTS}"
+
 def fake_pipe() -> Coalescer:
     return create_autospec(Coalescer, instance=True, spec_set=True)
 

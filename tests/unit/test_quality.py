@@ -9,6 +9,8 @@ from rich.console import Console
 
 from deploy.evaluate import default_models, load_events
 from online_models.evaluation import Prequential
+from online_models.hybrid import HybridRecommender
+from online_models.sharded import Sharded
 
 SLICE = Path(__file__).parents[1] / "data" / "movietweetings-30k.jsonl.gz"
 
@@ -29,3 +31,13 @@ def test_the_recommender_beats_every_baseline_on_real_ratings() -> None:
         best = max(m[metric] for m in models.values())
         assert eddy[metric] >= floor, (metric, eddy[metric], floor)
         assert eddy[metric] >= 1.05 * best, (metric, eddy[metric], best)  # the rule of docs/quality.md
+
+
+def test_four_workers_sharing_item_facts_score_within_two_percent_of_one() -> None:
+    """Users spread over four workers (online_models/sharded.py): with the item facts shared,
+    HR@10 stays within 2% of one worker's; each learning from its own users only, it drops."""
+    events, _ = load_events(SLICE, Console(stderr=True))
+    one, four, alone = HybridRecommender(), Sharded(HybridRecommender, 4), Sharded(HybridRecommender, 4, exchange_every=0)
+    models = Prequential({"one": one, "four": four, "alone": alone}, k=10).run(events)["models"]
+    assert models["four"]["hr"] >= 0.98 * models["one"]["hr"], models
+    assert models["alone"]["hr"] < 0.95 * models["one"]["hr"], models  # what sharing is for
