@@ -94,7 +94,7 @@ SCALE_FLOOR = 1e-100
 TOPS_EVERY = 64
 
 _COLLAB, _SEQ, _MATCH, _FRESH_CONTENT, _CONTENT, _DECLARED = range(6)
-_FRESH = FEATURES.index("fresh")
+_POP, _TREND0, _FRESH, _BIAS = (FEATURES.index(f) for f in ("pop", TRENDS[0], "fresh", "bias"))
 _CONTENT_FAMILY = frozenset({"match", "fresh_content", "content", "declared"})
 _LABELS = {"cat": "category", "tag": "tag", "src": "source", "w": "topic"}
 
@@ -645,11 +645,17 @@ class HybridRecommender(Recommender):
         # and each of them taking a full step towards the same gradient would move the family
         # len(TRENDS) times as far.
         trend = trend / np.where(top_trend > 0, top_trend, 1.0)
-        X = np.column_stack((
-            collab / top_collab if top_collab > 0 else zeros, seq / top_seq if top_seq > 0 else zeros,
-            liked * trend[:, MATCH_TREND], liked * fresh, content, declared, pop / top_pop if top_pop > 0 else zeros,
-            trend / len(TRENDS), fresh, np.ones(m),
-        ))
+        X = np.empty((m, len(FEATURES)))
+        X[:, _COLLAB] = collab / top_collab if top_collab > 0 else 0.0
+        X[:, _SEQ] = seq / top_seq if top_seq > 0 else 0.0
+        X[:, _MATCH] = liked * trend[:, MATCH_TREND]
+        X[:, _FRESH_CONTENT] = liked * fresh
+        X[:, _CONTENT] = content
+        X[:, _DECLARED] = declared
+        X[:, _POP] = pop / top_pop if top_pop > 0 else 0.0
+        X[:, _TREND0:_FRESH] = trend / len(TRENDS)
+        X[:, _FRESH] = fresh
+        X[:, _BIAS] = 1.0
         return X, item_new, scale
 
     def _best(self, kept: tuple, k: int) -> np.ndarray:
@@ -690,10 +696,8 @@ class HybridRecommender(Recommender):
         weight = self._table.weight[rows[best]]
         ids = self._ids
         return [
-            Scored(ids[key], float(f"{math.exp(min(50.0, score)) * w:.8g}"), reason,
-                   {f: round(c, 6) for f, c in zip(FEATURES, contributions) if c})
-            for key, score, w, reason, contributions in zip(
-                keys[best].tolist(), scores[best].tolist(), weight.tolist(), reasons, parts.tolist())
+            Scored(ids[key], float(f"{math.exp(min(50.0, score)) * w:.8g}"), reason)
+            for key, score, w, reason in zip(keys[best].tolist(), scores[best].tolist(), weight.tolist(), reasons)
         ]
 
     def cold_start(self, k: int, now: float) -> list[Scored]:
@@ -703,28 +707,31 @@ class HybridRecommender(Recommender):
 
     def _sources(self, ctx: _Context, keys: np.ndarray) -> list[int]:
         """Per key, the history item that voted most for it (the latest of equals; -1: none)."""
+        history = [h for h, _ in ctx.history]
+        entries = [self._co.row(h) for h in history]
+        cols = np.concatenate([c for c, _ in entries])
+        if not len(cols) or not len(keys):
+            return [-1] * len(keys)
+        vals = np.concatenate([v for _, v in entries])
+        voter = np.repeat(np.arange(len(history)), [len(c) for c, _ in entries])
         order = np.argsort(keys)
         ordered = keys[order]
-        best, source = np.zeros(len(keys)), np.full(len(keys), -1)
-        for other, vote in ctx.history:
-            cols, vals = self._co.row(other)
-            if not len(cols):
-                continue
-            at = np.minimum(np.searchsorted(ordered, cols), len(keys) - 1)
-            hit = ordered[at] == cols
-            if not hit.any():
-                continue
-            votes = np.zeros(len(keys))
-            np.add.at(votes, order[at[hit]], vals[hit])  # a row repeats a key until it is packed
-            votes *= vote
-            better = votes > best
-            best[better] = votes[better]
-            source[better] = other
-        return source.tolist()
+        at = np.minimum(np.searchsorted(ordered, cols), len(keys) - 1)
+        hit = ordered[at] == cols
+        votes = np.zeros((len(history), len(keys)))
+        np.add.at(votes, (voter[hit], order[at[hit]]), vals[hit])  # a row repeats a key until it is packed
+        votes *= np.array([vote for _, vote in ctx.history])[:, None]
+        best = np.argmax(votes, axis=0)  # the first of equals: the latest, history is newest first
+        found = votes[best, np.arange(len(keys))] > 0
+        return np.where(found, np.array(history)[best], -1).tolist()
 
     def _reasons(self, ctx: _Context, keys: np.ndarray, rows: np.ndarray, mains: list[str], fresh: np.ndarray) -> list[str]:
         """Why each item is in the list, from its main feature (the one contributing most)."""
-        sources = self._sources(ctx, keys) if ctx.history and {"collab", "seq"} & set(mains) else [-1] * len(keys)
+        sources = [-1] * len(keys)
+        voted = [j for j, main in enumerate(mains) if main in ("collab", "seq")]
+        if ctx.history and voted:
+            for j, source in zip(voted, self._sources(ctx, keys[voted]), strict=True):
+                sources[j] = source
         table = self._table
         taste = table.best_features(rows, ctx.taste) if ctx.taste is not None else None
         declared = table.best_features(rows, ctx.declared) if ctx.declared is not None else None
