@@ -7,6 +7,7 @@ carry their own event_ids, so a resend never doubles an effect.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 from rich.console import Console
@@ -30,6 +31,30 @@ def post_batch(client: httpx.Client, url: str, batch: list[dict], headers: dict[
         delay = min(delay * 2, 10.0)
 
 
+#: How far back the demo's simulated history starts.
+DEMO_HISTORY_S = 86_400.0
+
+
+def demo_simulator(seed: int, *, scrapes: bool = True, now: float | None = None) -> Simulator:
+    """The simulator the demo feeds: its clock starts a day before ``now`` (default: the wall
+    clock), not on a fixed date, so its items' deadlines and its bids' outcomes fall around
+    the time the demo runs, beside the events a user of the demo sends with the real time."""
+    start = (time.time() if now is None else now) - DEMO_HISTORY_S
+    return Simulator(SimConfig(seed=seed, start_ts=start, **({} if scrapes else {"weight_scrape": 0.0})))
+
+
+def on_the_wall_clock(events: Iterator[dict]) -> Iterator[dict]:
+    """The simulator's events, none stamped later than the wall clock when it is taken: the
+    simulated clock runs 30 s per event, so at a few events a second it soon runs ahead of
+    the real one, and the API refuses events from the future."""
+    for event in events:
+        now = time.time()
+        for field in ("ts", "job_posted_at"):
+            if isinstance(event.get(field), float) and event[field] > now:
+                event[field] = now
+        yield event
+
+
 def feed(
     api_url: str,
     *,
@@ -46,8 +71,8 @@ def feed(
     ``scrapes=False`` leaves scrape attempts out, for when a real scraper (``eddy scraper``)
     reports the simulated domains' attempts and the two must not mix.
     """
-    sim = Simulator(SimConfig(seed=seed) if scrapes else SimConfig(seed=seed, weight_scrape=0.0))
-    events = sim.events()
+    sim = demo_simulator(seed, scrapes=scrapes)
+    events = on_the_wall_clock(sim.events())
     headers = {"X-API-Key": api_key} if api_key else {}
     url = api_url.rstrip("/") + "/api/events"
     sent = 0

@@ -69,7 +69,8 @@ async def _read(settings: Settings, topic: str, allowed: frozenset[str],
     """partition -> [(record time, event, where)] in offset order."""
     out: dict[int, list[tuple[float, Any, str]]] = {p: [] for p in ranges}
     async for chunk in read_ranges(settings, topic, ranges, ends=ends):
-        decoded = decode_batch(chunk, allowed_types=allowed, max_bytes=settings.max_event_bytes)
+        decoded = decode_batch(chunk, allowed_types=allowed, max_bytes=settings.max_event_bytes,
+                               max_skew_s=settings.max_clock_skew_s)
         for (event, rec), where in zip(decoded.events, wheres_of(decoded.events), strict=True):
             out[rec.partition].append((rec.timestamp, event, where))
         on_records(len(chunk))

@@ -310,6 +310,23 @@ def validate_event(obj: Any, *, allowed: frozenset[str] = ALL_TYPES) -> Event:
         raise EventDecodeError(reason, errors) from None
 
 
+def too_far_ahead(ts: float | None, clock: float, skew_s: float) -> EventDecodeError | None:
+    """The error for an event time more than ``skew_s`` ahead of the receiving ``clock``
+    (None when it is not): one event from the future would move every model's event-time
+    clock there, and expire or decay everything else.
+
+    >>> too_far_ahead(32503679999.0, 1_700_000_000.0, 300.0).errors[0]["field"]
+    'ts'
+    >>> too_far_ahead(1_700_000_100.0, 1_700_000_000.0, 300.0) is None
+    True
+    """
+    if ts is None or ts <= clock + skew_s:
+        return None
+    reason = (f"ts {ts:.0f} is {ts - clock:,.0f} s ahead of the receiving clock ({clock:.0f}); "
+              f"at most {skew_s:g} s ahead is accepted (EDDY_MAX_CLOCK_SKEW_S)")
+    return EventDecodeError(reason, [{"field": "ts", "reason": reason}])
+
+
 def decode_event(raw: bytes | None, *, max_bytes: int | None = None) -> Event:
     """Bytes from Kafka or HTTP -> a validated event, or EventDecodeError with the reason."""
     if raw is None:

@@ -194,6 +194,10 @@ class Settings(BaseSettings):
     )
 
     # --- API ---------------------------------------------------------------------------
+    max_clock_skew_s: float = Field(
+        300.0, gt=0, description="Most seconds an event's ts may be ahead of the clock receiving it (the API's, or "
+        "the Kafka record's time in the worker): later ones get a 422 or are dead-lettered.",
+    )
     api_max_batch: int = Field(1000, ge=1, le=100_000, description="Most events one POST /api/events takes.")
     api_max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest accepted request body; larger gets 413."

@@ -213,7 +213,8 @@ class WorkerContext:
         if learn is not None and gate is not None:
             learning = Learning(learn, gate.gate)
             await self.catch_up(records, allowed, topic_name, learning, gate)
-        decoded = decode_batch(records, allowed_types=allowed, max_bytes=self.settings.max_event_bytes)
+        decoded = decode_batch(records, allowed_types=allowed, max_bytes=self.settings.max_event_bytes,
+                               max_skew_s=self.settings.max_clock_skew_s)
         if decoded.dead:
             await self.dead_letter(decoded.dead)
 
@@ -276,7 +277,8 @@ class WorkerContext:
         them already, so nothing is written. Returns (records read, events learned)."""
         read = learned = 0
         async for chunk in read_ranges(self.settings, topic_name, ranges):
-            decoded = decode_batch(chunk, allowed_types=allowed, max_bytes=self.settings.max_event_bytes)
+            decoded = decode_batch(chunk, allowed_types=allowed, max_bytes=self.settings.max_event_bytes,
+                                   max_skew_s=self.settings.max_clock_skew_s)
             learned += await learn_batch(
                 self.redis, self.keys, [event for event, _ in decoded.events], wheres_of(decoded.events), learning,
                 dedupe_ttl_s=self.settings.dedupe_ttl_s,

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.envelope import decode_record
-from schemas.events import Event, EventDecodeError, encode_event
+from schemas.events import Event, EventDecodeError, encode_event, too_far_ahead
 from schemas.keys import Keys
 from streams.coalesce import APPLY_SCRIPT, Coalescer, encode_commands
 
@@ -89,15 +89,21 @@ class Decoded:
 
 
 def decode_batch(
-    records: Sequence[Record], *, allowed_types: frozenset[str], max_bytes: int
+    records: Sequence[Record], *, allowed_types: frozenset[str], max_bytes: int, max_skew_s: float | None = None,
 ) -> Decoded:
     """Decode and validate each event once (records may be envelopes of many events).
 
     Missing event_ids are derived from the record's position, so a redelivered record
-    dedupes against itself; a missing ts is the record's timestamp.
+    dedupes against itself; a missing ts is the record's timestamp. With ``max_skew_s``, an
+    event whose ts is further than that ahead of its record's time (or of this clock, if the
+    record's is later) is dead-lettered: a producer writing to Kafka directly gets the same
+    bound as the API. The record's time, not the reading clock, decides, so a replay of
+    the log decides the same way.
     """
     out = Decoded()
+    wall = time.time()
     for rec in records:
+        clock = min(float(rec.timestamp), wall) if rec.timestamp else wall
         decoded, enveloped = decode_record(rec.value, max_bytes=max_bytes)
         for index, item in enumerate(decoded):
             where = f"{rec.topic}:{rec.partition}:{rec.offset}" + (f":{index}" if enveloped else "")
@@ -117,6 +123,12 @@ def decode_batch(
                 item.event_id = where
             if item.ts is None:
                 item.ts = float(rec.timestamp) if rec.timestamp else time.time()
+            elif max_skew_s is not None and (ahead := too_far_ahead(item.ts, clock, max_skew_s)) is not None:
+                reason = ahead.reason if not enveloped else f"envelope event {index}: {ahead.reason}"
+                raw = encode_event(item) if enveloped else rec.value
+                out.dead.append(DeadLetter(reason, rec.topic, rec.partition, rec.offset, rec.key, raw, ahead.errors,
+                                           index if enveloped else None))
+                continue
             out.events.append((item, rec))
     return out
 

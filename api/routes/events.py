@@ -14,7 +14,7 @@ from ulid_transform import ulid_now
 from api.deps import ProducerDep, SettingsDep, require_producer_key
 from api.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from api.producer import ProducerUnavailable
-from schemas.events import INBOUND_TYPES, EventDecodeError, validate_event
+from schemas.events import INBOUND_TYPES, EventDecodeError, too_far_ahead, validate_event
 
 router = APIRouter(prefix="/api", tags=["events"])
 
@@ -66,6 +66,7 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
             413, f"batch of {len(items)} events exceeds the limit of {settings.api_max_batch}"
         )
     events, errors = [], []
+    received = time.time()
     for index, obj in enumerate(items):
         try:
             event = validate_event(obj, allowed=INBOUND_TYPES)
@@ -75,6 +76,10 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
             # Only known types become labels: one per type a client makes up would grow
             # the metrics (and the process) without bound.
             EVENTS_REJECTED.labels(kind if isinstance(kind, str) and kind in INBOUND_TYPES else "?").inc()
+            continue
+        if (ahead := too_far_ahead(event.ts, received, settings.max_clock_skew_s)) is not None:
+            errors.extend({"index": index, **err} for err in ahead.errors)
+            EVENTS_REJECTED.labels(event.type).inc()
             continue
         if len(orjson.dumps(obj)) > settings.max_event_bytes:
             errors.append(

@@ -58,6 +58,21 @@ def test_an_envelope_of_more_events_than_allowed_dead_letters_the_excess_with_th
         for n in (MAX_ENVELOPE_EVENTS, MAX_ENVELOPE_EVENTS + 1)]
     assert orjson.loads(out.dead[0].raw)["event_id"] == f"e{MAX_ENVELOPE_EVENTS}"
 
+
+def test_an_event_further_ahead_of_its_records_time_than_the_skew_is_dead_lettered() -> None:
+    def like(n: int, ts: float) -> bytes:
+        return orjson.dumps({"type": "interaction", "event_id": f"e{n}", "ts": ts, "user_id": "u", "item_id": "i",
+                             "action": "like"})
+
+    recs = [Rec(like(0, 1_700_000_299.0), offset=0), Rec(like(1, 32503679999.0), offset=1),
+            Rec(like(2, 1_700_000_301.0), offset=2)]  # records written at 1_700_000_000 (Rec's default)
+    out = decode_batch(recs, allowed_types=frozenset({"interaction"}), max_bytes=1000, max_skew_s=300.0)
+    assert [e.event_id for e, _ in out.events] == ["e0"]
+    assert [(d.offset, d.errors[0]["field"]) for d in out.dead] == [(1, "ts"), (2, "ts")]
+    assert out.dead[0].reason.startswith("ts 32503679999 is 30,803,679,999 s ahead of the receiving clock")
+    # The record's time decides, not the reader's: a replay years later decides the same.
+    assert decode_batch(recs, allowed_types=frozenset({"interaction"}), max_bytes=1000).dead == []
+
 def fake_pipe() -> Coalescer:
     return create_autospec(Coalescer, instance=True, spec_set=True)
 

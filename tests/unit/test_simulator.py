@@ -252,3 +252,22 @@ def test_some_bids_never_get_an_outcome() -> None:
     settled = {e["bid_id"] for e in of_type(stream, "bid_outcome")}
     missing = len(bids - settled) / len(bids)
     assert 0.02 < missing < 0.10
+
+
+def test_the_demo_runs_on_the_wall_clock() -> None:
+    """`eddy simulate` (the demo producer): a day of history up to now, never a ts from the
+    future, so its items' deadlines and bids' outcomes fall around the real time beside a
+    user's own events (issue 18: a simulator starting on a fixed date expired everything)."""
+    import itertools
+    import time
+
+    from deploy.feeder import DEMO_HISTORY_S, demo_simulator, on_the_wall_clock
+
+    started = time.time()
+    events = list(itertools.islice(on_the_wall_clock(demo_simulator(7).events()), 20_000))
+    finished = time.time()
+    assert started - DEMO_HISTORY_S - 60 <= events[0]["ts"] <= started - DEMO_HISTORY_S + 60
+    assert max(e["ts"] for e in events) <= finished
+    assert sum(e["ts"] >= started - 60 for e in events) > 10_000  # the simulated clock caught up with the real one
+    assert any(e["type"] == "bid_outcome" for e in events)
+    assert any(e.get("deadline") and e["deadline"] > finished for e in events)
