@@ -420,9 +420,10 @@ class HybridRecommender(Recommender):
         return facts
 
     def learn_shared(self, facts: Iterable[tuple]) -> None:
-        """Learn what other workers' users taught about items (their :meth:`shared` facts):
-        the same counts and co-engagement as if this model had seen those users. Sums, so
-        their order against this worker's own learning does not matter."""
+        """Learn what other workers' users taught every user (their :meth:`shared` facts):
+        the same counts and co-engagement as if this model had seen those users (sums, so
+        their order against this worker's own learning does not matter), and the same steps
+        of the blend (AdaGrad steps, whose order matters only to the last digits)."""
         for fact in facts:
             if len(fact) == 1:
                 self.ranker.step(fact[0])

@@ -198,7 +198,7 @@ class RecommenderService:
         self.cold_items: list = []  # what it held: a list that has not changed is not written again
         self.catalogue_id = "0-0"
         self.facts_id = "0-0"  # position in the item facts stream
-        self.facts_out: list[list] = []  # [partition, offset, *fact] to publish after the batch
+        self.facts_out: list[list] = []  # [partition, position, *fact] to publish after the batch
         self.publish_facts = True  # off in `eddy replay`, which learns every partition itself
         self.facts_learned = False  # other workers' facts learned since the registry was written
         self.member = f"{socket.gethostname()}:{os.getpid()}"
