@@ -6,11 +6,12 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import ORJSONResponse
 from pydantic import ValidationError
 
-from api.deps import KeysDep, RedisDep, require_read_key
+from api.deps import KeysDep, RedisDep, SettingsDep, require_read_key
+from api.routes.events import parse_body, read_body_capped
 from api.routes.reads import decode_hash, read_model
 from online_models.bids import BidFeaturizer, JobStats, ProfileHistory, WinModel
 from schemas.events import ID_PATTERN, MAX_ID_LENGTH, BidEvent, validation_errors
@@ -50,14 +51,20 @@ async def _snapshot(redis: Any, keys: Any) -> dict[str, Any]:
     return max(snapshots, key=lambda s: s["learned"])  # the worker that has learned most
 
 
-@router.post("/bids/score")
-async def score_draft_bid(body: dict[str, Any], redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
-    """Score a draft bid without recording it: the same features and weights as a placed bid."""
-    doc = {"type": "bid", "bid_id": "draft", **body}
+@router.post("/bids/score", openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"type": "object", "description": "A bid event's fields without type and bid_id."}}}}})
+async def score_draft_bid(request: Request, settings: SettingsDep, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
+    """Score a draft bid without recording it: the same features and weights as a placed bid.
+
+    Errors have the shape of ``POST /api/events``' (index, field, reason)."""
+    body = parse_body(await read_body_capped(request, settings.api_max_body_bytes))
+    if not isinstance(body, dict):
+        raise HTTPException(422, [{"index": None, "field": "body", "reason": "a draft bid must be a JSON object"}])
+    doc = {**body, "type": "bid", "bid_id": "draft"}
     try:
         bid = BidEvent.model_validate(doc)
     except ValidationError as exc:
-        raise HTTPException(422, validation_errors(exc)) from None
+        raise HTTPException(422, [{"index": None, **err} for err in validation_errors(exc)]) from None
     now = bid.ts or time.time()
     snapshot = await _snapshot(redis, keys)
     profile_raw = await read_model(redis.get(keys.bid_profile(bid.profile_id)))

@@ -38,6 +38,47 @@ async def read_body_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+#: Deepest nesting of objects and arrays an event may hold. orjson reads 1,024 levels but
+#: writes only 254, so a deeper event could not even be produced; no real event needs 64.
+MAX_DEPTH = 64
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> str | None:
+    """The top-level field of the first object or array nested deeper than ``limit`` levels
+    (``body`` for the document itself), or None.
+
+    >>> too_deep({"type": "bid", "profile": {"skills": ["a"]}}) is None
+    True
+    >>> nested: Any = 1
+    >>> for _ in range(100):
+    ...     nested = [nested]
+    >>> too_deep({"type": "bid", "profile": {"x": nested}})
+    'profile'
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    while stack:
+        node, field, depth = stack.pop()
+        if depth > limit:
+            return field or "body"
+        children = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, field or str(key), depth + 1))
+    return None
+
+
+def parse_body(body: bytes) -> Any:
+    """A request body -> its JSON value, or a 422 in the events' error shape: not JSON, or
+    nested deeper than :data:`MAX_DEPTH` (naming the top-level field)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(422, [{"index": None, "field": "body", "reason": f"not valid JSON: {exc}"}]) from None
+    if isinstance(payload, (dict, list)) and (field := too_deep(payload)) is not None:
+        raise HTTPException(422, [{"index": None, "field": field, "reason": f"nested deeper than {MAX_DEPTH} levels"}])
+    return payload
+
+
 @router.post(
     "/events",
     status_code=202,
@@ -68,6 +109,10 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
     events, errors = [], []
     received = time.time()
     for index, obj in enumerate(items):
+        if isinstance(obj, (dict, list)) and (field := too_deep(obj)) is not None:
+            errors.append({"index": index, "field": field, "reason": f"nested deeper than {MAX_DEPTH} levels"})
+            EVENTS_REJECTED.labels("malformed").inc()
+            continue
         try:
             event = validate_event(obj, allowed=INBOUND_TYPES)
         except EventDecodeError as exc:

@@ -109,6 +109,41 @@ def test_not_json_and_empty_batches_get_422(api: str) -> None:
     assert resp.json() == {"detail": [{"index": None, "field": "body", "reason": "empty batch"}]}
 
 
+
+def with_nested(doc: dict, field: str, depth: int) -> bytes:
+    """``doc`` as JSON with ``field`` holding arrays nested ``depth - 1`` deep around a 1, so
+    that ``field``'s innermost array is at level ``depth`` (the document is level 1). Written
+    by hand: orjson, like the API before, cannot write more than 254 levels."""
+    head = orjson.dumps(doc)[:-1]
+    return head + b',"' + field.encode() + b'":' + b"[" * (depth - 1) + b"1" + b"]" * (depth - 1) + b"}"
+
+
+@pytest.mark.parametrize("depth", [63, 64, 253, 254, 500, 1023])
+def test_deeply_nested_events_get_422_naming_the_field_never_500(api: str, depth: int) -> None:
+    """orjson reads 1,024 levels but writes 254: a field 254 to 1,023 deep used to be a 500.
+    An event may hold 64 levels (the event itself is level 1)."""
+    body = b"[" + with_nested(click(1), "extra", depth) + b"]"
+    resp = httpx.post(api + "/api/events", content=body, headers={"content-type": "application/json"})
+    if depth <= 64:
+        assert resp.status_code == 202, resp.text
+    else:
+        assert resp.status_code == 422, resp.text
+        assert resp.json() == {"detail": [{"index": 0, "field": "extra", "reason": "nested deeper than 64 levels"}]}
+
+
+def test_draft_bid_scoring_answers_bad_bodies_in_the_events_error_shape(api: str) -> None:
+    url = api + "/api/bids/score"
+    resp = httpx.post(url, content=b'{"profile_id": ', headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+    (error,) = resp.json()["detail"]
+    assert (error["index"], error["field"]) == (None, "body") and error["reason"].startswith("not valid JSON")
+    resp = httpx.post(url, content=with_nested({"profile_id": "p1"}, "profile", 600),
+                      headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+    assert resp.json() == {"detail": [{"index": None, "field": "profile", "reason": "nested deeper than 64 levels"}]}
+    resp = httpx.post(url, json=[1, 2])
+    assert resp.status_code == 422 and resp.json()["detail"][0]["reason"] == "a draft bid must be a JSON object"
+
 def test_oversized_bodies_and_batches_get_413(stack: Stack) -> None:
     api = stack.start_api(EDDY_API_MAX_BODY_BYTES="4096", EDDY_API_MAX_BATCH="3")
     resp = httpx.post(api + "/api/events", json=[click(n, pad="x" * 100) for n in range(100)])
