@@ -134,6 +134,7 @@ class _Arm:
     slow: float | None = None
     items_found: int = 0
     tripped: str | None = None  # why, while tripped
+    trip: str = ""  # what tripped it: consecutive_failures, low_success_rate or error_burst
     saved: tuple[float, float] | None = None  # the posterior from before the trip
     last_ts: float = 0.0
 
@@ -317,9 +318,9 @@ class DomainSelector:
             self.current, self.since, self.trigger = strategy, ts, "observed"
             self.reason = f"{strategy!r} was the first strategy seen on {self.domain}"
         if arm.tripped is None and not success:  # only a failure can trip a strategy
-            why = self._trip_reason(strategy, arm)
-            if why is not None:
-                arm.tripped = why
+            found = self._trip_reason(strategy, arm)
+            if found is not None:
+                arm.trip, arm.tripped = found
                 # While broken, only evidence from the break counts; what the strategy was
                 # worth before is kept for when it works again (a blocked IP is lifted, a
                 # fixed parser ships): it then competes at its old rate at once.
@@ -342,7 +343,7 @@ class DomainSelector:
         if strategy == self.current and arm.tripped is not None:
             target = self._best(exclude=self.current) or self._least_broken(current)
             if target is not None:
-                out.append(self._switch(target, "trip", arm.tripped, ts))
+                out.append(self._switch(target, arm.trip or "low_success_rate", arm.tripped, ts))
             elif not self.no_working:
                 self.no_working = True
                 detail = f"no working strategy left on {self.domain}: {self.current!r} {arm.tripped}"
@@ -359,17 +360,18 @@ class DomainSelector:
                 out.append(self._switch(target, "reevaluation", why, ts))
         return out
 
-    def _trip_reason(self, name: str, arm: _Arm) -> str | None:
+    def _trip_reason(self, name: str, arm: _Arm) -> tuple[str, str] | None:
+        """(trigger, reason) when the strategy's latest attempts trip it, else None."""
         cfg = self.config
         if cfg.consecutive_failures and arm.consecutive_failures >= cfg.consecutive_failures:
             last = arm.recent[-1] if arm.recent else "unknown"
-            return f"{arm.consecutive_failures} consecutive failures of {name!r} (last error: {last})"
+            return "consecutive_failures", f"{arm.consecutive_failures} consecutive failures of {name!r} (last error: {last})"
         window = list(arm.recent)[-cfg.window :]
         if cfg.rate_threshold is not None and len(window) >= cfg.min_attempts:
             rate = sum(1 for e in window if not e) / len(window)
             if rate < cfg.rate_threshold:
-                return (f"success rate of {name!r} fell to {rate:.0%} over its last {len(window)} attempts "
-                        f"(threshold {cfg.rate_threshold:.0%})")
+                return "low_success_rate", (f"success rate of {name!r} fell to {rate:.0%} over its last "
+                                            f"{len(window)} attempts (threshold {cfg.rate_threshold:.0%})")
         if cfg.error_burst:
             burst = list(arm.recent)[-cfg.error_burst_window :]
             counts: dict[str, int] = {}
@@ -379,7 +381,7 @@ class DomainSelector:
             if counts:
                 error, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
                 if n >= cfg.error_burst:
-                    return f"burst of {error!r} errors on {name!r}: {n} of its last {len(burst)} attempts"
+                    return "error_burst", f"burst of {error!r} errors on {name!r}: {n} of its last {len(burst)} attempts"
         return None
 
     def _best(self, exclude: str | None) -> str | None:
@@ -406,9 +408,6 @@ class DomainSelector:
         )
 
     def _switch(self, target: str, trigger: str, reason: str, ts: float) -> Decision:
-        if trigger == "trip":
-            trigger = ("consecutive_failures" if "consecutive" in reason
-                       else "error_burst" if "burst" in reason else "low_success_rate")
         self.seq += 1
         decision = Decision(
             domain=self.domain,

@@ -440,7 +440,7 @@ class RecommenderService:
                     decision.detail)
         alert = AlertEvent(
             type="alert", event_id=f"{MODEL}:{decision.action}:{decision.version}:{self.targets_seen}",
-            ts=self.clock or time.time(), kind=f"model_{decision.action}", subject=MODEL,
+            ts=time.time(), kind=f"model_{decision.action}", subject=MODEL,
             detail=f"{decision.action} {old} -> {decision.version} by {by}: {decision.detail}",
             severity="info" if decision.action == "promote" else "warning",
         )

@@ -11,7 +11,7 @@ from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ulid_transform import ulid_now
 
-from api.deps import KeysDep, ProducerDep, RedisDep, require_admin_key, require_read_key
+from api.deps import KeysDep, ProducerDep, RedisDep, SettingsDep, require_admin_key, require_read_key
 from api.producer import ProducerUnavailable
 from api.routes.reads import read_model
 from schemas.events import StrategyPinEvent
@@ -141,8 +141,19 @@ async def _send_pin(producer: Any, event: StrategyPinEvent) -> None:
 
 
 @router.post("/strategies/{domain}/pin", status_code=202, dependencies=[Depends(require_admin_key)])
-async def pin_strategy(domain: LabelPath, body: PinRequest, producer: ProducerDep) -> ORJSONResponse:
-    """Pin a domain to a strategy (admin): scrapers are switched to it and automation pauses."""
+async def pin_strategy(domain: LabelPath, body: PinRequest, producer: ProducerDep, redis: RedisDep, keys: KeysDep,
+                       settings: SettingsDep) -> ORJSONResponse:
+    """Pin a domain to a strategy (admin): scrapers are switched to it and automation pauses.
+
+    The strategy must be one Eddy knows: configured (``EDDY_SCRAPE_STRATEGIES``) or seen in
+    some domain's attempts; a misspelt one is a 422, not a strategy added for good."""
+    raw = await read_model(redis.hgetall(keys.scraping))
+    known = set(settings.scrape_strategies)
+    for doc in raw.values():
+        known.update(orjson.loads(doc).get("strategies", {}))
+    if body.strategy not in known:
+        reason = f"unknown strategy {body.strategy!r}; known: {', '.join(sorted(known)) or 'none yet'}"
+        raise HTTPException(422, [{"field": "strategy", "reason": reason}])
     event = StrategyPinEvent(type="strategy_pin", event_id=ulid_now(), ts=time.time(), domain=domain,
                              strategy=body.strategy, by=body.by or "admin", reason=body.reason)
     await _send_pin(producer, event)

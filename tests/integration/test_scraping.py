@@ -80,30 +80,34 @@ def test_five_failures_in_a_row_give_exactly_one_switch(scraping: Stack) -> None
 
 def test_pins_need_the_admin_key_and_hold_the_domain(scraping: Stack) -> None:
     api = scraping.api_url
-    post_events(api, attempts("requests", "1" * 10, 1000.0))
-    scraping.wait_applied("scrape-attempts", 10)
+    post_events(api, attempts("requests", "1" * 10, 1000.0) + attempts("rss", "1", 1010.0))
+    scraping.wait_applied("scrape-attempts", 11)
     resp = httpx.post(f"{api}/api/strategies/{DOMAIN}/pin", json={"strategy": "rss"})
     assert resp.status_code == 401 and resp.json() == {"detail": "missing X-API-Key header (admin key required)"}
     resp = httpx.post(f"{api}/api/strategies/{DOMAIN}/pin", json={"strategy": "rss", "extra": 1}, headers=ADMIN)
     assert resp.status_code == 422
+    # A misspelt strategy is refused, not added for good to the strategies scrapers see.
+    resp = httpx.post(f"{api}/api/strategies/{DOMAIN}/pin", json={"strategy": "rs"}, headers=ADMIN)
+    assert (resp.status_code, resp.json()) == (422, {"detail": [
+        {"field": "strategy", "reason": "unknown strategy 'rs'; known: requests, rss"}]})
     # Pins are not for producers: POST /api/events refuses them.
     resp = httpx.post(api + "/api/events", json=[{"type": "strategy_pin", "domain": DOMAIN, "strategy": "rss"}])
     assert resp.status_code == 422
 
     resp = httpx.post(f"{api}/api/strategies/{DOMAIN}/pin", json={"strategy": "rss", "by": "ops"}, headers=ADMIN)
     assert resp.status_code == 202
-    scraping.wait_applied("scrape-attempts", 11)
+    scraping.wait_applied("scrape-attempts", 12)
     (switch,) = switches(scraping, expect=1)
     assert (switch["to_strategy"], switch["reason"], switch["params"]["trigger"]) == ("rss", "pinned by ops", "pinned")
     post_events(api, attempts("rss", "0" * 20, 2000.0))  # pinned: failures do not move it
-    scraping.wait_applied("scrape-attempts", 31)
+    scraping.wait_applied("scrape-attempts", 32)
     doc = httpx.get(f"{api}/api/strategies/{DOMAIN}").json()
     assert (doc["current"], doc["pinned"]) == ("rss", "rss")
     assert len(switches(scraping, expect=1)) == 1
 
     assert httpx.delete(f"{api}/api/strategies/{DOMAIN}/pin", headers=ADMIN).status_code == 202
     post_events(api, attempts("rss", "0" * 5, 3000.0))
-    scraping.wait_applied("scrape-attempts", 37)
+    scraping.wait_applied("scrape-attempts", 38)
     got = switches(scraping, expect=2)
     assert [s["to_strategy"] for s in got] == ["rss", "requests"]
     assert httpx.get(f"{api}/api/strategies/{DOMAIN}").json()["pinned"] is None

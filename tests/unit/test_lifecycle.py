@@ -3,6 +3,8 @@ promotion on a stream whose taste shifts, rollback to exact predictions, snapsho
 
 from __future__ import annotations
 
+import time
+
 import random
 
 import orjson
@@ -65,6 +67,7 @@ SETTINGS = Settings(
 def test_a_fast_forgetting_challenger_is_promoted_after_a_taste_shift_and_the_champion_wins_back() -> None:
     items, events = shifting_stream()
     changes: list = []
+    started = time.time()
     service = run(SETTINGS, items, events, changes)
 
     # Promoted after the shift (event 6,000), not before it; then the champion, its history
@@ -73,6 +76,9 @@ def test_a_fast_forgetting_challenger_is_promoted_after_a_taste_shift_and_the_ch
     assert 6_000 < changes[0][0] < changes[1][0] < 12_000, changes
     alerts = [orjson.loads(value) for _, _, value in service.outbox]
     assert [a["kind"] for a in alerts] == ["model_promote", "model_promote"]
+    # Stamped with when the switch happened (the dashboard sorts alerts by it), not with the
+    # event time of the stream the models learned, which may be years back.
+    assert all(started <= a["ts"] <= time.time() for a in alerts) and service.clock < started - 86_400
     assert alerts[0]["subject"] == "recommender"
     assert "v2 hit rate" in alerts[0]["detail"] and "beats v1" in alerts[0]["detail"]
     assert "v1 hit rate" in alerts[1]["detail"] and "beats v2" in alerts[1]["detail"]

@@ -93,6 +93,18 @@ def test_low_success_rate_rule_alone() -> None:
     assert switch.reason == "success rate of 'requests' fell to 8% over its last 50 attempts (threshold 10%)"
 
 
+
+def test_the_trigger_is_the_rule_that_tripped_not_a_word_in_the_strategys_name() -> None:
+    """A strategy called 'burst-proxy' (or 'consecutive') tripping on a low success rate is
+    reported as low_success_rate: the rule says what tripped, not a search of the reason."""
+    names = ("api", "burst-proxy")
+    sel = DomainSelector("shop.example", SelectorConfig(consecutive_failures=None, error_burst=None,
+                                                        reevaluate_every=None), names)
+    feed(sel, "burst-proxy", "1" * 40)
+    feed(sel, "api", "1101111011", t0=40)
+    (switch,) = decisions(feed(sel, "burst-proxy", "0" * 20 + "1" + "0" * 30, t0=100))
+    assert switch.trigger == "low_success_rate" and "burst-proxy" in switch.reason
+
 def test_error_burst_rule_alone() -> None:
     sel = healthy(consecutive_failures=None, rate_threshold=None, reevaluate_every=None)
     outs = feed(sel, "requests", "0110100100", t0=100, error="http_403")
