@@ -7,6 +7,7 @@ Nothing else in the code base hard-codes a broker or Redis address.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -236,7 +237,7 @@ class Settings(BaseSettings):
         "slice; 0 = default scheduler.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Origins allowed by CORS, comma separated (none by default)."
+        default_factory=list, description="Origins allowed by CORS, comma separated or a JSON list (none by default)."
     )
 
     # --- Discord bot (``eddy discord``) ------------------------------------------------------
@@ -253,6 +254,12 @@ class Settings(BaseSettings):
     @field_validator("cors_origins", "scrape_automation_off_domains", "scrape_strategies", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
+        """Comma separated, or a JSON list (as PRODUCTION.md and compose write them)."""
+        if isinstance(value, str) and value.strip().startswith("["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc}") from None
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value

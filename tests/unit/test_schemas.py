@@ -150,3 +150,28 @@ def test_a_bad_secret_setting_is_refused_without_echoing_it() -> None:
     with pytest.raises(ValueError) as err:
         Settings(user_token_secret="short-and-secret")
     assert "at least 32 characters" in str(err.value) and "short-and-secret" not in str(err.value)
+
+
+def test_list_settings_read_a_json_list_or_commas() -> None:
+    """PRODUCTION.md and compose write EDDY_CORS_ORIGINS as a JSON list; it used to be read
+    as one origin named '["https://..."]', so every preflight got 400."""
+    for raw in ('["https://a.example", "https://b.example"]', "https://a.example, https://b.example"):
+        assert Settings(cors_origins=raw).cors_origins == ["https://a.example", "https://b.example"]
+    assert Settings(cors_origins="[]").cors_origins == []
+    with pytest.raises(ValueError, match="not a JSON list"):
+        Settings(cors_origins='["https://a.example"')
+
+
+def test_every_setting_can_reach_every_eddy_service_in_compose() -> None:
+    """Compose passed about ten settings; the token secret, the rate limit, the alert webhook
+    and the scraping settings could not reach the containers. Every Eddy service reads .env,
+    and what compose sets itself is a known setting."""
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    eddy = {name: svc for name, svc in compose["services"].items() if svc.get("image", "").startswith("${EDDY_IMAGE")}
+    assert set(eddy) >= {"topics", "worker", "api", "simulator"}
+    known = {f"EDDY_{name.upper()}" for name in Settings.model_fields}
+    for name, svc in eddy.items():
+        assert {"path": ".env", "required": False} in svc["env_file"], name
+        assert set(svc.get("environment") or {}) <= known, (name, set(svc["environment"]) - known)
