@@ -148,3 +148,16 @@ def test_admin_endpoints_are_off_without_an_admin_key(stack: Stack) -> None:
     resp = httpx.post(api + "/api/strategies/d.org/pin", json={"strategy": "rss"}, headers={"X-API-Key": "anything"})
     assert (resp.status_code, resp.json()) == (
         403, {"detail": "admin endpoints are disabled: set EDDY_ADMIN_API_KEY to enable them"})
+
+
+def test_a_browser_app_on_an_allowed_origin_may_send_a_user_token(stack: Stack) -> None:
+    """EDDY_CORS_ORIGINS as PRODUCTION.md writes it (a JSON list): the preflight of a request
+    carrying a user token passes; another origin's does not."""
+    api = stack.start_api(EDDY_CORS_ORIGINS='["https://app.example"]')
+    ask = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    resp = httpx.options(api + "/api/recommendations/ann", headers={"Origin": "https://app.example", **ask})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["access-control-allow-origin"] == "https://app.example"
+    assert "authorization" in resp.headers["access-control-allow-headers"].lower()
+    resp = httpx.options(api + "/api/recommendations/ann", headers={"Origin": "https://evil.example", **ask})
+    assert resp.status_code == 400
