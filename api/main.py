@@ -13,7 +13,6 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import ORJSONResponse
 from limits import parse as parse_limit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +20,7 @@ from api.metrics import REQUEST_SECONDS
 from api.monitor import KafkaMonitor
 from api.producer import EventProducer
 from api.read_cache import ReadCache
+from api.responses import ORJSONResponse
 from api.routes import (
     bids,
     dashboard,

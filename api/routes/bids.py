@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
-from fastapi.responses import ORJSONResponse
 from pydantic import ValidationError
 
 from api.deps import KeysDep, RedisDep, SettingsDep, require_read_key
+from api.responses import ORJSONResponse
 from api.routes.events import parse_body, read_body_capped
 from api.routes.reads import decode_hash, read_model
 from online_models.bids import BidFeaturizer, JobStats, ProfileHistory, WinModel

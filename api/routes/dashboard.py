@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends
-from fastapi.responses import ORJSONResponse
 
 from api.deps import KeysDep, MonitorDep, RedisDep, SettingsDep, require_read_key
+from api.responses import ORJSONResponse
 from api.routes.reads import read_model
 
 router = APIRouter(prefix="/api", tags=["dashboard"])

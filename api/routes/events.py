@@ -7,13 +7,13 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel
 from ulid_transform import ulid_now
 
 from api.deps import ProducerDep, SettingsDep, require_producer_key
 from api.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from api.producer import ProducerUnavailable
+from api.responses import ORJSONResponse
 from schemas.events import INBOUND_TYPES, EventDecodeError, too_far_ahead, validate_event
 
 router = APIRouter(prefix="/api", tags=["events"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Response
-from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import ProducerDep, RedisDep
 from api.producer import ProducerUnavailable
+from api.responses import ORJSONResponse
 
 router = APIRouter(tags=["health"])
 

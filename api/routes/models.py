@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path
-from fastapi.responses import ORJSONResponse
 
 from api.deps import KeysDep, RedisDep, require_admin_key, require_read_key
+from api.responses import ORJSONResponse
 from api.routes.reads import read_model
 
 router = APIRouter(prefix="/api", tags=["models"])

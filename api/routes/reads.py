@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from fastapi.responses import ORJSONResponse
 
 from api.deps import KeysDep, RedisDep, require_read_key, require_user_access
 from api.read_cache import ReadCacheDep
+from api.responses import ORJSONResponse
 from schemas.events import ID_PATTERN, MAX_ID_LENGTH
 
 router = APIRouter(prefix="/api", tags=["read model"], dependencies=[Depends(require_read_key)])

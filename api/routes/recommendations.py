@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ulid_transform import ulid_now
 
@@ -25,6 +25,7 @@ from api.deps import (
 )
 from api.producer import ProducerUnavailable
 from api.read_cache import Entry
+from api.responses import ORJSONResponse
 from api.routes.reads import ACTIONS, IdPath, decode_hash, read_model
 from online_models.diversity import diversify
 from schemas.events import ID_PATTERN, MAX_ID_LENGTH, UserDeletedEvent

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ulid_transform import ulid_now
 
 from api.deps import KeysDep, ProducerDep, RedisDep, SettingsDep, require_admin_key, require_read_key
 from api.producer import ProducerUnavailable
+from api.responses import ORJSONResponse
 from api.routes.reads import read_model
 from schemas.events import StrategyPinEvent
 

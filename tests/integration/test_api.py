@@ -225,3 +225,13 @@ def test_reads_of_unknown_or_malformed_ids(api: str) -> None:
     resp = httpx.get(api + "/api/popular?k=1000")
     assert resp.status_code == 422
     assert resp.json()["detail"] == [{"field": "k", "reason": "Input should be less than or equal to 100"}]
+
+
+def test_the_api_log_holds_no_deprecation_warnings(stack: Stack) -> None:
+    """FastAPI warned on every response of its deprecated ORJSONResponse and filled api.log."""
+    api = stack.start_api()
+    for path in ("/healthz", "/api/popular", "/api/models/recommender", "/api/scraping/analytics"):
+        assert httpx.get(api + path).status_code == 200, path
+    assert httpx.post(api + "/api/events", json=[]).status_code == 422
+    log = (stack.children.log_dir / "api.log").read_text()
+    assert "DeprecationWarning" not in log, log[-2000:]
