@@ -101,10 +101,14 @@ def simulate(
     """Stream a simulated workload (users, items, scrapers, bids) into the API."""
     from deploy.feeder import feed
 
-    feed(
-        api_url, rate=rate, batch=batch, limit=limit, seed=seed, api_key=api_key, scrapes=scrapes,
-        console=console,
-    )
+    try:
+        feed(
+            api_url, rate=rate, batch=batch, limit=limit, seed=seed, api_key=api_key, scrapes=scrapes,
+            console=console,
+        )
+    except RuntimeError as exc:  # refused, or the API stayed away: say so, no traceback
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
 
 
 @cli.command()

@@ -1,0 +1,37 @@
+"""`eddy simulate`'s producer: it says what it does, and gives up on an API that stays away
+(issue 18: it printed nothing on success and retried forever, silently)."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+from rich.console import Console
+
+from deploy.feeder import feed, post_batch
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+def test_an_api_that_stays_away_is_reported_at_each_retry_then_given_up() -> None:
+    retries: list[tuple[str, float]] = []
+    url = f"http://127.0.0.1:{closed_port()}/api/events"
+    with httpx.Client(timeout=1.0) as client, pytest.raises(RuntimeError, match="has not taken a batch for 2 s"):
+        post_batch(client, url, [{"type": "interaction"}], {}, on_retry=lambda r, d: retries.append((r, d)),
+                   give_up_s=2.0)
+    assert [d for _, d in retries] == [0.5, 1.0] and all("ConnectError" in r for r, _ in retries)
+
+
+def test_the_feeder_announces_itself_and_its_retries(capsys: pytest.CaptureFixture[str]) -> None:
+    console = Console(file=None, force_terminal=False, width=200)
+    url = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(RuntimeError):
+        feed(url, rate=0, batch=10, limit=10, seed=1, api_key=None, console=console, give_up_s=1.0)
+    out = capsys.readouterr().out
+    assert f"streaming simulated events to {url}/api/events" in out
+    assert "the API did not take the batch (ConnectError" in out and "retrying in 0.5 s" in out
