@@ -138,12 +138,22 @@ def scraper(
 
 
 @cli.command()
-def topics() -> None:
+def topics(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 60.0,
+) -> None:
     """Create every Eddy topic that does not exist yet, with its partition count."""
+    from kafka.errors import KafkaError
+
     from deploy.topics import ensure_topics
 
     settings = get_settings()
-    created = ensure_topics(settings)
+    console.print(f"connecting to Kafka at {settings.kafka_bootstrap} (up to {timeout:g} s)")
+    try:
+        created = ensure_topics(settings, timeout_s=timeout, on_wait=lambda why: console.print(f"[yellow]{why}[/]"))
+    except KafkaError as exc:
+        console.print(f"[red]no Kafka broker at {settings.kafka_bootstrap} within {timeout:g} s: "
+                      f"{type(exc).__name__}: {exc}[/]")
+        raise typer.Exit(1) from None
     console.print(f"created: {', '.join(created) or 'nothing (all topics exist)'}")
 
 

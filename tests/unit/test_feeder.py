@@ -35,3 +35,21 @@ def test_the_feeder_announces_itself_and_its_retries(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert f"streaming simulated events to {url}/api/events" in out
     assert "the API did not take the batch (ConnectError" in out and "retrying in 0.5 s" in out
+
+
+def test_eddy_topics_without_a_broker_says_so_and_gives_up_on_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was silent for over 60 s, then printed a traceback."""
+    from typer.testing import CliRunner
+
+    from deploy.cli import cli
+    from schemas.settings import get_settings
+
+    monkeypatch.setenv("EDDY_KAFKA_BOOTSTRAP", f"127.0.0.1:{closed_port()}")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["topics", "--timeout", "2"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert "connecting to Kafka at 127.0.0.1:" in result.output and "no Kafka broker at" in result.output
+    assert "Traceback" not in result.output
