@@ -33,6 +33,21 @@ cli = typer.Typer(
 console = Console()
 
 
+@cli.callback()
+def _check_settings() -> None:
+    """Every command starts from valid settings: a bad one is one line per error, naming the
+    environment variable and the reason (never its value), and exit 2, not a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = "EDDY_" + "_".join(str(p) for p in err["loc"]).upper()
+            console.print(f"[red]invalid setting {name}: {err['msg']}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 def _logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -1,5 +1,6 @@
-"""`eddy simulate`'s producer: it says what it does, and gives up on an API that stays away
-(issue 18: it printed nothing on success and retried forever, silently)."""
+"""What the CLI tells its user (issue 18): `eddy simulate` says what it does and gives up on
+an API that stays away (it printed nothing and retried forever, silently); `eddy topics`
+without a broker says so in time; a bad setting is one line, not a traceback."""
 
 from __future__ import annotations
 
@@ -53,3 +54,20 @@ def test_eddy_topics_without_a_broker_says_so_and_gives_up_on_time(monkeypatch: 
     assert result.exit_code == 1, result.output
     assert "connecting to Kafka at 127.0.0.1:" in result.output and "no Kafka broker at" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from deploy.cli import cli
+    from schemas.settings import get_settings
+
+    monkeypatch.setenv("EDDY_USER_TOKEN_SECRET", "short-and-secret")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["topics"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "invalid setting EDDY_USER_TOKEN_SECRET" in result.output and "at least 32 characters" in result.output
+    assert "Traceback" not in result.output and "short-and-secret" not in result.output
