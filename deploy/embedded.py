@@ -9,6 +9,7 @@ attempts the worker learns from all come from a scraper that follows its decisio
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -29,25 +30,46 @@ from schemas.settings import Settings
 from schemas.topics import CATALOGUE
 
 
-def _status_table(children: Children, api: str, r: redis.Redis, keys: Keys, started: float) -> Table:
-    table = Table(title=f"Eddy — up {time.monotonic() - started:.0f}s — Ctrl-C to stop", expand=False)
-    table.add_column("part")
-    table.add_column("state")
-    for name, alive in children.alive().items():
-        table.add_row(name, "[green]running[/]" if alive else "[red]exited[/]")
+#: Seconds between two status lines when the output is not a terminal (no live table).
+STATUS_EVERY_S = 10.0
+
+
+def _status(children: Children, api: str, r: redis.Redis, keys: Keys) -> list[tuple[str, str]]:
+    """(part, state) rows: each process, readiness, events applied per topic."""
+    rows = [(name, "[green]running[/]" if alive else "[red]exited[/]") for name, alive in children.alive().items()]
     try:
         ready = httpx.get(f"{api}/readyz", timeout=1.0).status_code == 200
     except httpx.HTTPError:
         ready = False
-    table.add_row("/readyz", "[green]200 ready[/]" if ready else "[yellow]not ready[/]")
+    rows.append(("/readyz", "[green]200 ready[/]" if ready else "[yellow]not ready[/]"))
     try:
         stats = {k.decode(): int(v) for k, v in r.hgetall(keys.stats).items()}
     except redis.RedisError:
         stats = {}
-    for spec in CATALOGUE:
-        if spec.inbound:
-            table.add_row(f"applied {spec.name}", str(stats.get(f"applied:{spec.name}", 0)))
+    rows += [(f"applied {spec.name}", str(stats.get(f"applied:{spec.name}", 0))) for spec in CATALOGUE if spec.inbound]
+    return rows
+
+
+def _status_table(rows: list[tuple[str, str]], started: float) -> Table:
+    table = Table(title=f"Eddy — up {time.monotonic() - started:.0f}s — Ctrl-C to stop", expand=False)
+    table.add_column("part")
+    table.add_column("state")
+    for part, state in rows:
+        table.add_row(part, state)
     return table
+
+
+def _step(console: Console, message: str) -> contextlib.AbstractContextManager:
+    """A spinner on a terminal; a plain line otherwise (a spinner is invisible in a file)."""
+    if console.is_terminal:
+        return console.status(message)
+    console.print(message)
+    return contextlib.nullcontext()
+
+
+def _status_line(rows: list[tuple[str, str]], started: float) -> str:
+    """The status as one line, for a log file or a pipe."""
+    return f"up {time.monotonic() - started:.0f}s: " + ", ".join(f"{part} {state}" for part, state in rows)
 
 
 def run_stack(
@@ -98,11 +120,11 @@ def run_stack(
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        with console.status("starting broker and Redis…"):
+        with _step(console, "starting broker and Redis…"):
             children.start_broker(broker_port)
             children.start_redis(redis_port, workdir / "redis")
             ensure_topics(settings)
-        with console.status("starting worker and API…"):
+        with _step(console, "starting worker and API…"):
             children.start_eddy("worker", ["worker"], env)
             api_proc = children.start_eddy("api", ["api", "--port", str(api_port)], env)
             wait_for_port(api_port, proc=api_proc)
@@ -122,9 +144,17 @@ def run_stack(
         )
         r = redis.Redis.from_url(settings.redis_url, socket_timeout=1)
         keys = Keys(settings.redis_prefix)
-        with Live(console=console, refresh_per_second=1, transient=False) as live:
+        # On a terminal a live table; otherwise (make run > file) a status line every 10 s.
+        last_line = float("-inf")
+        live_table = Live(console=console, refresh_per_second=1, transient=False) if console.is_terminal else None
+        with live_table or contextlib.nullcontext() as live:
             while not stop_requested:
-                live.update(_status_table(children, api, r, keys, started))
+                rows = _status(children, api, r, keys)
+                if console.is_terminal:
+                    live.update(_status_table(rows, started))
+                elif time.monotonic() - last_line >= STATUS_EVERY_S:
+                    last_line = time.monotonic()
+                    console.print(_status_line(rows, started), soft_wrap=True)
                 dead = [name for name, alive in children.alive().items() if not alive]
                 if dead:
                     console.print(f"[red]{', '.join(dead)} exited; see {children.log_dir}/ — stopping[/]")
