@@ -238,7 +238,10 @@ def test_dashboard_reports_counts_lag_freshness_alerts_and_draws_them_live_on_de
         {"version": "v1", "variant": "hybrid", "params": {}, "created_at": T0, "metrics": {"hr_at_10": 0.41},
          "serving": True, "role": "champion"},
         {"version": "v2", "variant": "hybrid", "params": {"k": 20}, "created_at": T0 + 60, "metrics": {"hr_at_10": 0.44},
-         "serving": False, "role": "challenger"}]}]}
+         "serving": False, "role": "challenger"}]},
+        {"name": "bids", "serving": "v1", "versions": [
+            {"version": "v1", "variant": "logistic", "params": {}, "created_at": T0,
+             "metrics": {"learned": 279, "auc": 0.8125, "updated_at": T0}, "serving": True, "role": "champion"}]}]}
     admin_calls: list[tuple[str, str, str | None]] = []
 
     def admin_route(route: object) -> None:
@@ -267,6 +270,10 @@ def test_dashboard_reports_counts_lag_freshness_alerts_and_draws_them_live_on_de
                            ("POST", "/api/models/recommender/rollback", "admin-secret")]
     rows = tab.page.eval_on_selector_all("table[data-model=recommender] tr", "rs => rs.map(r => r.className)")
     assert rows == ["", "serving", ""]
+    # Counts read as counts and times as dates; one version has nothing to roll back to.
+    bids = tab.page.inner_text("table[data-model=bids]")
+    assert "learned 279," in bids and "auc 0.813" in bids and "279.000" not in bids and str(int(T0)) not in bids
+    assert tab.page.locator("button:text('Roll back bids')").count() == 0
     tab.close()
     # Chromium logs the 403 the page was given; nothing else.
     assert [e for e in tab.errors if "status of 403" not in e] == []

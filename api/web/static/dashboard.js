@@ -155,9 +155,17 @@ async function pollModels() {
       ...m.versions.map((v) => el("tr", { class: v.serving ? "serving" : "" },
         el("td", {}, v.version), el("td", {}, v.variant ?? ""), el("td", {}, v.role ?? ""),
         el("td", {}, v.created_at ? new Date(v.created_at * 1000).toLocaleString() : ""),
-        el("td", {}, Object.entries(v.metrics || {}).map(([k, x]) => `${k} ${typeof x === "number" ? fmt(x) : x}`).join(", ")),
+        el("td", {}, Object.entries(v.metrics || {}).map(([k, x]) => `${k} ${metric(k, x)}`).join(", ")),
         el("td", {}, v.serving ? "serving" : el("button", { type: "button", class: "secondary", onclick: () => admin(`/api/models/${encodeURIComponent(m.name)}/promote/${encodeURIComponent(v.version)}`, `promote ${m.name} ${v.version}`) }, "Promote"))))),
-    el("button", { type: "button", class: "danger", onclick: () => admin(`/api/models/${encodeURIComponent(m.name)}/rollback`, `roll back ${m.name}`) }, `Roll back ${m.name}`))));
+    // Rolling back needs a version to go back to.
+    m.versions.length > 1 ? el("button", { type: "button", class: "danger", onclick: () => admin(`/api/models/${encodeURIComponent(m.name)}/rollback`, `roll back ${m.name}`) }, `Roll back ${m.name}`) : null)));
+}
+
+// A registry figure as people read it: counts as whole numbers, times as dates, rates to 3 places.
+function metric(name, value) {
+  if (typeof value !== "number") return value;
+  if (/(_at|_time|^ts)$/.test(name) && value > 1e9) return new Date(value * 1000).toLocaleString();
+  return Number.isInteger(value) ? value.toLocaleString() : fmt(value);
 }
 
 async function admin(path, what) {
