@@ -25,7 +25,7 @@ test: install
 	$(PY) -m pytest
 
 unit: install
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest online_models schemas streams api deploy tests/unit
 
 integration: install
 	$(PY) -m pytest tests/integration
