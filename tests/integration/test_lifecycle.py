@@ -18,7 +18,7 @@ from schemas.events import validate_event
 from streams.coalesce import Coalescer
 from streams.recommend import RecommenderService
 from streams.snapshots import SnapshotStore
-from tests.conftest import Stack, until
+from tests.conftest import Stack, until, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -148,8 +148,9 @@ def test_kill_9_five_times_and_the_model_equals_one_trained_once_in_order(one_pa
         stack.start_worker(f"worker{k}")
     stack.wait_applied("interactions", unique, timeout_s=180)
     stack.wait_applied("bids", len(bids), timeout_s=60)
-    # A graceful stop writes a last snapshot; it must hold everything.
-    time.sleep(1.0)
+    # A graceful stop writes a last snapshot; it must hold everything: stop once every
+    # record is committed (a batch commits after it has learned and written).
+    wait_caught_up(stack, ["interactions", "bids"])
     stack.children.stop_one(stack.children.procs[-1][0])
 
     store = SnapshotStore(Path(stack.env["EDDY_SNAPSHOT_DIR"]) / stack.settings.consumer_group)

@@ -7,8 +7,6 @@ each worker from its own users and shared with the others through the item facts
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import orjson
 import pytest
@@ -46,7 +44,8 @@ def run(stack: Stack, workers: int) -> tuple[dict, set[str]]:
         stack.start_worker(f"worker{n}")
     produce(stack, "items", items)
     stack.wait_applied("items", len(items))
-    time.sleep(0.5)  # the catalogue stream reaches every worker
+    # Every batch of interactions starts by reading the catalogue stream, so each worker
+    # knows every item stored before it.
     produce(stack, "interactions", users)
     wait_caught_up(stack, ["interactions"], timeout_s=180)
     api = stack.start_api()
