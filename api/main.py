@@ -98,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        docs_url=None,  # served by api/routes/ui.py from installed files, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.keys = Keys(settings.redis_prefix)

@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 
@@ -61,6 +63,18 @@ class _Static(StaticFiles):
 
 
 def mount_web_app(app: FastAPI) -> None:
-    """Serve the pages and their static files (scripts, styles, icon) from this app."""
+    """Serve the pages and their static files (scripts, styles, icon) from this app, and
+    the API docs (/docs) with Swagger UI's files from the installed swagger-ui-bundle, so
+    they work without the internet."""
     app.include_router(router)
     app.mount("/static", _Static(directory=WEB_DIR / "static"), name="static")
+    app.mount("/docs-assets", _Static(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def get_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js", swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.svg" if (WEB_DIR / "static" / "favicon.svg").exists()
+            else "/docs-assets/favicon-32x32.png",
+        )

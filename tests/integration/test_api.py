@@ -174,8 +174,16 @@ def test_health_readiness_metrics_and_docs(api: str) -> None:
     httpx.post(api + "/api/events", json=click(1))
     metrics = httpx.get(api + "/metrics").text
     assert 'eddy_api_events_accepted_total{type="interaction"} 1.0' in metrics
-    assert httpx.get(api + "/docs").status_code == 200
+    docs = httpx.get(api + "/docs")
+    assert docs.status_code == 200
     assert "/api/events" in httpx.get(api + "/openapi.json").json()["paths"]
+    # Offline: Swagger UI's files come from this API (the installed swagger-ui-bundle), not a CDN.
+    assert "http://" not in docs.text and "https://" not in docs.text
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert asset in docs.text
+        resp = httpx.get(api + asset)
+        assert resp.status_code == 200 and len(resp.content) > 100_000, asset
+    assert httpx.get(api + "/redoc").status_code == 404  # Redoc came from a CDN: off
 
 
 def test_readyz_names_redis_when_it_is_unreachable(stack: Stack) -> None:
