@@ -102,6 +102,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, with the event types POST /api/events takes in its components."""
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(events.EVENT_SCHEMAS)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.keys = Keys(settings.redis_prefix)
     # The hot documents: users' lists and the cold-start list.
     app.state.read_cache = ReadCache(settings.api_cache_entries, [app.state.keys.recs(""), app.state.keys.popular_list],

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any, Union
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, TypeAdapter
 from ulid_transform import ulid_now
 
 from api.deps import ProducerDep, SettingsDep, require_producer_key
 from api.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from api.producer import ProducerUnavailable
 from api.responses import ORJSONResponse
-from schemas.events import INBOUND_TYPES, EventDecodeError, too_far_ahead, validate_event
+from schemas.events import (
+    INBOUND_TYPES,
+    BidEvent,
+    BidOutcomeEvent,
+    EventDecodeError,
+    InteractionEvent,
+    ItemEvent,
+    PreferenceEvent,
+    ScrapeAttemptEvent,
+    UserDeletedEvent,
+    too_far_ahead,
+    validate_event,
+)
 
 router = APIRouter(prefix="/api", tags=["events"])
 
@@ -79,6 +91,19 @@ def parse_body(body: bytes) -> Any:
     return payload
 
 
+#: The event contract of POST /api/events, published in OpenAPI: one event or an array of
+#: them, each one of the inbound types, told apart by ``type`` (a discriminated union).
+InboundEvent = Annotated[
+    Union[ItemEvent, InteractionEvent, PreferenceEvent, UserDeletedEvent, ScrapeAttemptEvent, BidEvent,
+          BidOutcomeEvent],
+    Field(discriminator="type"),
+]
+_BODY_SCHEMA = TypeAdapter(Union[InboundEvent, list[InboundEvent]]).json_schema(
+    ref_template="#/components/schemas/{model}")
+#: The schemas the body's references point to, for the app's OpenAPI components (api/main.py).
+EVENT_SCHEMAS: dict[str, Any] = _BODY_SCHEMA.pop("$defs", {})
+
+
 @router.post(
     "/events",
     status_code=202,
@@ -90,6 +115,7 @@ def parse_body(body: bytes) -> Any:
         422: {"description": "At least one event is invalid; nothing was produced"},
         503: {"description": "Kafka unavailable; nothing was accepted"},
     },
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}},
 )
 async def post_events(request: Request, settings: SettingsDep, producer: ProducerDep) -> Any:
     """Validate one event or a JSON array of events and produce them to Kafka, all or none."""

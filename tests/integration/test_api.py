@@ -243,3 +243,16 @@ def test_the_api_log_holds_no_deprecation_warnings(stack: Stack) -> None:
     assert httpx.post(api + "/api/events", json=[]).status_code == 422
     log = (stack.children.log_dir / "api.log").read_text()
     assert "DeprecationWarning" not in log, log[-2000:]
+
+
+def test_openapi_publishes_the_event_contract_as_a_union_on_type(api: str) -> None:
+    schema = httpx.get(api + "/openapi.json").json()
+    body = schema["paths"]["/api/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    one, many = body["anyOf"]
+    assert one["discriminator"]["propertyName"] == "type"
+    assert set(one["discriminator"]["mapping"]) == {"item", "interaction", "preference", "user_deleted",
+                                                    "scrape_attempt", "bid", "bid_outcome"}
+    assert many["type"] == "array" and many["items"] == one
+    for ref in one["discriminator"]["mapping"].values():
+        assert ref.removeprefix("#/components/schemas/") in schema["components"]["schemas"]
+    assert "value" in schema["components"]["schemas"]["InteractionEvent"]["properties"]
