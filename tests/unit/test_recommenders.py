@@ -9,12 +9,14 @@ import pytest
 
 from online_models.base import ItemInfo, Recommender
 from online_models.hybrid import HybridRecommender
+from online_models.knn import ItemKNN
 from online_models.popularity import Popularity
 
 MODELS = {
     "popularity": lambda: Popularity(),
     "decayed_popularity": lambda: Popularity(half_life_s=3600.0),
     "hybrid": lambda: HybridRecommender(),
+    "knn": lambda: ItemKNN(),
 }
 CATEGORIES = ["painting", "music", "film", "jobs"]
 
