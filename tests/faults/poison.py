@@ -198,6 +198,11 @@ def abuse_limits(api: str, pid: int, unknown_types: int) -> dict[str, object]:
         "deep_arrays": b"[" * 100_000 + b"]" * 100_000,
         "deep_objects": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
         "deep_event": b'{"type":"interaction","attributes":' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        # Deeper than orjson writes (254) yet not than it reads (1,024): a 500 until issue 18.
+        "deep_field_300": orjson.dumps(valid)[:-1] + b',"attributes":' + b"[" * 299 + b"]" * 299 + b"}",
+        "deep_field_1000": orjson.dumps(valid)[:-1] + b',"attributes":' + b"[" * 999 + b"]" * 999 + b"}",
+        "ts_year_3000": orjson.dumps(dict(valid, ts=32503679999.0)),
+        "ts_before_1970": orjson.dumps(dict(valid, ts=-1.0)),
         "over_limit": b"[" + b'"x",' * (limit // 4) + b'"x"]',
         "in_limit_huge_string": orjson.dumps(dict(valid, pad="x" * (limit - 1000))),
     }
@@ -223,7 +228,8 @@ def abuse_limits(api: str, pid: int, unknown_types: int) -> dict[str, object]:
         rss_growth_types = rss_mb(pid) - rss_before
         # A label per type a client made up would grow the metrics without bound.
         series = client.get(api + "/metrics").text.count('"kind-')
-    expected = {"deep_arrays": 422, "deep_objects": 422, "deep_event": 422, "over_limit": 413,
+    expected = {"deep_arrays": 422, "deep_objects": 422, "deep_event": 422, "deep_field_300": 422,
+                "deep_field_1000": 422, "ts_year_3000": 422, "ts_before_1970": 422, "over_limit": 413,
                 "in_limit_huge_string": 422, "over_limit_streamed": 413, "unknown_types": 422}
     return {"abuse_codes_wrong": sum(codes[k] != v for k, v in expected.items()), "abuse_codes": codes,
             "abuse_slowest_s": round(slowest, 2), "api_rss_growth_mb": round(rss_growth, 1),

@@ -54,8 +54,10 @@ def test_broker_outage() -> None:
 def test_poison_and_abuse() -> None:
     result = poison.run("short")
     f = result.figures
-    assert f["abuse_codes"] == {"deep_arrays": 422, "deep_objects": 422, "deep_event": 422, "over_limit": 413,
-                                "in_limit_huge_string": 422, "over_limit_streamed": 413, "unknown_types": 422}
+    assert f["abuse_codes"] == {"deep_arrays": 422, "deep_objects": 422, "deep_event": 422, "deep_field_300": 422,
+                                "deep_field_1000": 422, "ts_year_3000": 422, "ts_before_1970": 422,
+                                "over_limit": 413, "in_limit_huge_string": 422, "over_limit_streamed": 413,
+                                "unknown_types": 422}
     assert (f["post_5xx"], f["openapi_failures"], f["decoder_crashes"]) == (0, 0, 0), result.line()
     assert f["dead_letters"] == f["bad_records"] and f["valid_applied"] == f["valid_sent"], result.line()
     assert f["metric_series_from_input"] == 0
