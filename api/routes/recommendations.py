@@ -208,9 +208,11 @@ async def get_group_recommendations(
     lists = [orjson.loads(d) if d else popular for d in docs[:-1]]
     per_member: list[dict[str, float]] = []
     shown: dict[str, dict[str, Any]] = {}
+    reasons: list[dict[str, str]] = []
     for data in lists:
         top = max((e["score"] for e in data["items"]), default=0.0) or 1.0
         per_member.append({e["item_id"]: e["score"] / top for e in data["items"]})
+        reasons.append({e["item_id"]: e.get("reason", "") for e in data["items"]})
         for e in data["items"]:
             shown.setdefault(e["item_id"], e.get("item", {}))
     scored = []
@@ -218,13 +220,19 @@ async def get_group_recommendations(
         values = [m.get(item_id, 0.0) for m in per_member]
         scored.append((0.7 * sum(values) / len(values) + 0.3 * min(values), item_id))
     scored.sort(reverse=True)
+
+    def reason(item_id: str) -> str:
+        """Why: the reason of the member who wants the item most (by their own list)."""
+        best = max(range(len(members)), key=lambda j: (per_member[j].get(item_id, 0.0), -j))
+        why = reasons[best].get(item_id) or "popular"
+        return f"for {members[best]}: {why}"
     return ORJSONResponse(
         {
             "user_ids": members,
             "rec_id": ulid_now(),
             "cold_start_members": [u for u, d in zip(members, docs) if d is None],
             "items": [
-                {"item_id": i, "score": round(s, 6), "position": n, "item": shown[i]}
+                {"item_id": i, "score": round(s, 6), "position": n, "reason": reason(i), "item": shown[i]}
                 for n, (s, i) in enumerate(scored[:k])
             ],
         }

@@ -129,6 +129,10 @@ def test_group_recommendations(api: str) -> None:
     chosen = [e["item_id"] for e in group["items"]]
     assert len(chosen) == 3 and set(chosen) <= lists[0] & lists[1]
     assert not set(chosen) & {"film-2", "film-5", "film-8"}  # what they already liked
+    # Each item says why: the reason of the member who wants it most, from their own list.
+    own = {e["item_id"]: e["reason"] for e in recs(api, "cy", k=50)["items"]}
+    assert all(e["reason"] in {f"for cy: {own[e['item_id']]}", f"for di: {own[e['item_id']]}"}
+               for e in group["items"]), group["items"]
     with_newcomer = httpx.get(api + "/api/recommendations/group", params={"user_ids": "cy,di,newcomer", "k": 3}).json()
     assert with_newcomer["cold_start_members"] == ["newcomer"]
     assert [e["position"] for e in with_newcomer["items"]] == [0, 1, 2]
