@@ -46,7 +46,11 @@ def run(stack: Stack, workers: int) -> tuple[dict, set[str]]:
     stack.wait_applied("items", len(items))
     # Every batch of interactions starts by reading the catalogue stream, so each worker
     # knows every item stored before it.
-    produce(stack, "interactions", users)
+    # In steps of 1,000, as a live stream arrives: workers share what they learn about items
+    # within a batch or two, which a 12,000-event backlog drained at full speed stretches.
+    for first in range(0, len(users), 1000):
+        produce(stack, "interactions", users[first : first + 1000])
+        stack.wait_applied("interactions", first + len(users[first : first + 1000]), timeout_s=120)
     wait_caught_up(stack, ["interactions"], timeout_s=180)
     api = stack.start_api()
     quality = httpx.get(api + "/api/models/recommender").json()
