@@ -321,9 +321,8 @@ class RecommenderService:
 
     def learn(self, effects: Effects, event: Any, keys: Keys, where: str) -> None:
         """Per event the models have not learned: live test-then-train scoring, learning."""
-        partition, offset, _ = where.split(":", 2)
-        p, o = int(partition), int(offset)
-        pos = position(where)[1]
+        p, pos = position(where)
+        o = pos // SLOTS
         self.clock = max(self.clock, event.ts or 0.0)
         self.dirty = True
         if event.type == "user_deleted":

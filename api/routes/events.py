@@ -79,14 +79,14 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> str | None:
     return None
 
 
-def parse_body(body: bytes) -> Any:
+def parse_body(body: bytes, *, check_depth: bool = True) -> Any:
     """A request body -> its JSON value, or a 422 in the events' error shape: not JSON, or
-    nested deeper than :data:`MAX_DEPTH` (naming the top-level field)."""
+    (with ``check_depth``) nested deeper than :data:`MAX_DEPTH`, naming the top-level field."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise HTTPException(422, [{"index": None, "field": "body", "reason": f"not valid JSON: {exc}"}]) from None
-    if isinstance(payload, (dict, list)) and (field := too_deep(payload)) is not None:
+    if check_depth and isinstance(payload, (dict, list)) and (field := too_deep(payload)) is not None:
         raise HTTPException(422, [{"index": None, "field": field, "reason": f"nested deeper than {MAX_DEPTH} levels"}])
     return payload
 
@@ -121,10 +121,10 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
     """Validate one event or a JSON array of events and produce them to Kafka, all or none."""
     body = await read_body_capped(request, settings.api_max_body_bytes)
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        payload = parse_body(body, check_depth=False)  # depth is checked per event below, naming its index
+    except HTTPException:
         EVENTS_REJECTED.labels("malformed").inc()
-        raise HTTPException(422, [{"index": None, "field": "body", "reason": f"not valid JSON: {exc}"}]) from None
+        raise
     items = payload if isinstance(payload, list) else [payload]
     if not items:
         raise HTTPException(422, [{"index": None, "field": "body", "reason": "empty batch"}])

@@ -75,6 +75,5 @@ def mount_web_app(app: FastAPI) -> None:
         return get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js", swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/static/favicon.svg" if (WEB_DIR / "static" / "favicon.svg").exists()
-            else "/docs-assets/favicon-32x32.png",
+            swagger_favicon_url="/static/favicon.svg",
         )
