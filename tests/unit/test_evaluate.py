@@ -48,3 +48,18 @@ def test_eddy_evaluate_json_on_a_simulated_file(tmp_path: Path) -> None:
     for m in report["models"].values():
         assert 0 <= m["hr"] <= 1 and 0 <= m["ndcg"] <= m["hr"] and 0 < m["coverage"] <= 1
     assert report["models"]["eddy"]["hr"] > report["models"]["popularity"]["hr"]
+
+
+def test_models_replayed_in_parallel_processes_score_exactly_as_in_one() -> None:
+    from deploy.evaluate import default_models, model_groups, replay_in_parallel
+    from deploy.simulator import SimConfig, Simulator
+
+    events = [validate_event(d) for d in Simulator(SimConfig(seed=5)).take(3_000)]
+    events.sort(key=lambda e: e.ts)
+    assert model_groups(default_models(2)) == [["eddy"], ["eddy_2_workers"], ["popularity", "decayed_popularity", "knn"]]
+    together = Prequential(default_models(2), k=10).run(events)
+    told: list[int] = []
+    apart = replay_in_parallel(events, default_models(2), 10, told.append)
+    assert apart == together
+    assert list(apart["models"]) == list(together["models"])  # the order asked for
+    assert sum(told) == len(events)
