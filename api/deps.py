@@ -91,14 +91,11 @@ async def require_read_key(
     key: ApiKey,
     token: BearerToken,
 ) -> None:
-    """Reads need the read key when one is set; a valid user token stands in for it (the
-    per-user routes then check that the token is that user's)."""
+    """Reads of anything but one user's own data need the read key when one is set. A user
+    token does not stand in for it: a token opens its user's list, profile, counts and the
+    group lists that include them, and nothing else."""
     rate_limit(request, key, token)
-    settings = request.app.state.settings
-    if settings.read_api_key is None or _holds(settings.read_api_key, key):
-        return
-    if user_claims(request, token) is None:
-        _check_key(settings.read_api_key, key, "read")
+    _check_key(request.app.state.settings.read_api_key, key, "read")
 
 
 async def require_user_access(
@@ -107,9 +104,8 @@ async def require_user_access(
     key: ApiKey,
     token: BearerToken,
 ) -> None:
-    """A user's list and profile: the read key as for any read and, with user tokens on
-    (``EDDY_USER_TOKEN_SECRET``), that user's token unless the caller holds the read key;
-    anyone else gets 401/403."""
+    """A user's list, profile and counts: the read key or, with user tokens on
+    (``EDDY_USER_TOKEN_SECRET``), that user's token; anyone else gets 401/403."""
     # One dependency rather than three (limit, read key, user): FastAPI's dependency
     # resolution, not the checks, is the largest cost of a cheap read.
     check_user_access(request, user_id, key, token)
@@ -128,19 +124,31 @@ def check_user_access(
     request: Request, user_id: str, key: str | None, token: HTTPAuthorizationCredentials | None
 ) -> None:
     """What :func:`require_user_access` checks, callable from a route's body."""
+    caller(request, key, token, users={user_id})
+
+
+def caller(
+    request: Request, key: str | None, token: HTTPAuthorizationCredentials | None, *, users: set[str],
+    needs: str = "read",
+) -> str | None:
+    """Who may act on the data of ``users``: a holder of the ``needs`` key ("read" or
+    "producer"), or, with user tokens on, the bearer of one of those users' tokens. Returns
+    the token's user (None for a key holder, or where that key is not set: reads without
+    user tokens, and producing, are then open); 401 or 403 otherwise."""
     rate_limit(request, key, token)
     settings = request.app.state.settings
-    if _holds(settings.read_api_key, key):
-        return
+    expected = settings.read_api_key if needs == "read" else settings.producer_api_key
+    if _holds(expected, key):
+        return None
     claims = user_claims(request, token)  # decoded once for both checks
-    if settings.read_api_key is not None and claims is None:
-        _check_key(settings.read_api_key, key, "read")
-    if settings.user_token_secret is None:
-        return
     if claims is None:
+        _check_key(expected, key, needs)
+        if settings.user_token_secret is None or needs == "producer":
+            return None
         raise HTTPException(401, "this user's data needs the user's bearer token")
-    if claims["sub"] != user_id:
+    if claims["sub"] not in users:
         raise HTTPException(403, "the bearer token belongs to another user")
+    return claims["sub"]
 
 
 def mint_user_token(secret: SecretStr, user_id: str, ttl_s: float) -> str:
@@ -172,6 +180,17 @@ def rate_limit(request: Request, key: str | None, token: HTTPAuthorizationCreden
         reset = _limiter.get_window_stats(limit, who).reset_time
         raise HTTPException(429, f"rate limit of {limit} exceeded; retry later",
                             headers={"Retry-After": str(max(1, math.ceil(reset - time.time())))})
+
+
+async def require_forget_access(
+    request: Request,
+    user_id: str,
+    key: ApiKey,
+    token: BearerToken,
+) -> None:
+    """Forgetting a user: the producer key (what may write events may write this one), or
+    the user's own token, so that a user can forget themselves."""
+    caller(request, key, token, users={user_id}, needs="producer")
 
 
 async def require_admin_key(

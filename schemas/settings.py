@@ -207,9 +207,9 @@ class Settings(BaseSettings):
         None, description="When set, producing (POST /api/events) needs header X-API-Key with it."
     )
     admin_api_key: SecretStr | None = Field(None, description="When set, admin endpoints need it.")
-    read_api_key: SecretStr | None = Field(None, description="When set, read endpoints need it too.")
+    read_api_key: SecretStr | None = Field(None, description="When set, every read needs it; a user token does not stand in for it.")
     user_token_secret: SecretStr | None = Field(
-        None, description="When set, a user's list and profile need that user's bearer token (JWT, HS256) or the read key."
+        None, description="When set, a user's token (JWT, HS256) opens that user's own list, profile and counts, and nothing else."
     )
     rate_limit: str | None = Field(
         None, description="Requests per caller and API process, e.g. '100/second' (unset = no limit)."

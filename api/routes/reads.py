@@ -12,7 +12,9 @@ from api.read_cache import ReadCacheDep
 from api.responses import ORJSONResponse
 from schemas.events import ID_PATTERN, MAX_ID_LENGTH
 
-router = APIRouter(prefix="/api", tags=["read model"], dependencies=[Depends(require_read_key)])
+# Each route states who may read it: the catalogue and popular lists need the read key, a
+# user's counts the read key or that user's token (api/deps.py).
+router = APIRouter(prefix="/api", tags=["read model"])
 
 ACTIONS = ("impression", "click", "view", "like", "dislike", "rate", "save", "hide")
 IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
@@ -38,7 +40,7 @@ def decode_hash(raw: dict[bytes, bytes]) -> dict[str, Any]:
     return out
 
 
-@router.get("/items/{item_id}")
+@router.get("/items/{item_id}", dependencies=[Depends(require_read_key)])
 async def get_item(item_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONResponse:
     """An item as last scraped or published."""
     doc = await read_model(redis.get(keys.item(item_id)))
@@ -47,7 +49,7 @@ async def get_item(item_id: IdPath, redis: RedisDep, keys: KeysDep) -> ORJSONRes
     return ORJSONResponse(orjson.loads(doc))
 
 
-@router.get("/popular")
+@router.get("/popular", dependencies=[Depends(require_read_key)])
 async def get_popular(
     redis: RedisDep, keys: KeysDep, cache: ReadCacheDep, k: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> ORJSONResponse:

@@ -17,9 +17,10 @@ from api.deps import (
     KeysDep,
     ProducerDep,
     RedisDep,
+    caller,
     check_user_access,
     credentials,
-    require_producer_key,
+    require_forget_access,
     require_read_key,
     require_user_access,
 )
@@ -191,18 +192,24 @@ async def get_recommendations(request: Request) -> Response:
     ), media_type="application/json")
 
 
-@router.get("/recommendations/group", dependencies=[Depends(require_read_key)])
+@router.get("/recommendations/group", openapi_extra={"security": [{"APIKeyHeader": []}, {"HTTPBearer": []}]})
 async def get_group_recommendations(
+    request: Request,
     redis: RedisDep,
     keys: KeysDep,
     user_ids: Annotated[str, Query(min_length=1, max_length=5_000, pattern=r"^[A-Za-z0-9_.:@+\-=~#$!*,]+$")],
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> ORJSONResponse:
     """One list a whole group would enjoy: each member's scores averaged, the least
-    happy member weighing in (an item missing from a member's list counts as 0)."""
+    happy member weighing in (an item missing from a member's list counts as 0).
+
+    Open to the read key, and to the token of any member. A member's token sees why an item
+    is there for them only: for another member it is "for bob", not bob's history or tastes,
+    and ``cold_start_members`` (which ids Eddy knows nothing about) is left out."""
     members = list(dict.fromkeys(split_ids(user_ids, "user_ids", 20)))
     if len(members) < 2:
         raise HTTPException(422, [{"field": "user_ids", "reason": "a group needs at least 2 distinct user ids"}])
+    member = caller(request, *credentials(request), users=set(members))
     docs = await read_model(redis.mget([keys.recs(u) for u in members] + [keys.popular_list]))
     popular = _cold_start(docs[-1])
     lists = [orjson.loads(d) if d else popular for d in docs[:-1]]
@@ -224,19 +231,16 @@ async def get_group_recommendations(
     def reason(item_id: str) -> str:
         """Why: the reason of the member who wants the item most (by their own list)."""
         best = max(range(len(members)), key=lambda j: (per_member[j].get(item_id, 0.0), -j))
+        if member is not None and members[best] != member:
+            return f"for {members[best]}"  # another member's history is theirs
         why = reasons[best].get(item_id) or "popular"
         return f"for {members[best]}: {why}"
-    return ORJSONResponse(
-        {
-            "user_ids": members,
-            "rec_id": ulid_now(),
-            "cold_start_members": [u for u, d in zip(members, docs) if d is None],
-            "items": [
-                {"item_id": i, "score": round(s, 6), "position": n, "reason": reason(i), "item": shown[i]}
-                for n, (s, i) in enumerate(scored[:k])
-            ],
-        }
-    )
+    body: dict[str, Any] = {"user_ids": members, "rec_id": ulid_now()}
+    if member is None:
+        body["cold_start_members"] = [u for u, d in zip(members, docs) if d is None]
+    body["items"] = [{"item_id": i, "score": round(s, 6), "position": n, "reason": reason(i), "item": shown[i]}
+                     for n, (s, i) in enumerate(scored[:k])]
+    return ORJSONResponse(body)
 
 
 def _facets(fields: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -291,10 +295,11 @@ async def get_user_profile(user_id: IdPath, redis: RedisDep, keys: KeysDep) -> O
     )
 
 
-@router.delete("/users/{user_id}", status_code=202, dependencies=[Depends(require_producer_key)])
+@router.delete("/users/{user_id}", status_code=202, dependencies=[Depends(require_forget_access)])
 async def delete_user(user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
                       producer: ProducerDep) -> ORJSONResponse:
-    """Forget me: emits user_deleted; the worker drops the user from its models and Redis."""
+    """Forget me: emits user_deleted; the worker drops the user from its models and Redis.
+    Needs the producer key, or the user's own token."""
     event = UserDeletedEvent(type="user_deleted", user_id=user_id, event_id=ulid_now(), ts=time.time())
     try:
         await producer.send_events([event])

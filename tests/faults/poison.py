@@ -12,6 +12,8 @@
 - Deep and huge bodies: 100,000 nested arrays or objects, a body over the limit (declared
   and streamed), events of unknown types by the thousand: the API answers 4xx quickly and
   its memory barely moves.
+- With every key and user tokens on, one user's token against every route with generated
+  ids: no 5xx, and nothing but that user's own data gets past authorization.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import httpx
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
+
+from api.deps import mint_user_token
 
 from schemas.envelope import ENVELOPE_FIELD, decode_record
 from schemas.events import EventDecodeError, validate_event
@@ -41,9 +45,9 @@ from tests.faults.harness import (
 
 SCALES = {
     "full": {"schemathesis_examples": 100, "post_examples": 2_000, "decoder_examples": 20_000,
-             "bad_records": 1_000, "unknown_types": 50_000},
+             "bad_records": 1_000, "unknown_types": 50_000, "scope_examples": 2_000},
     "short": {"schemathesis_examples": 3, "post_examples": 60, "decoder_examples": 500,
-              "bad_records": 50, "unknown_types": 2_000},
+              "bad_records": 50, "unknown_types": 2_000, "scope_examples": 200},
 }
 
 #: Bounds: a deep or huge body is refused within SLOW_S seconds, and the API's resident
@@ -236,6 +240,57 @@ def abuse_limits(api: str, pid: int, unknown_types: int) -> dict[str, object]:
             "unknown_types_rss_growth_mb": round(rss_growth_types, 1), "metric_series_from_input": series}
 
 
+#: What a user's token may open: these routes, for that user's own id (a group: one of its ids).
+OWN_ROUTES = {("GET", "/api/recommendations"), ("GET", "/api/users/{user_id}/profile"),
+              ("GET", "/api/users/{user_id}/counts"), ("GET", "/api/recommendations/group"),
+              ("DELETE", "/api/users/{user_id}")}
+OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
+SCOPE_KEYS = {"read_api_key": "scope-read-key-0123456789", "producer_api_key": "scope-producer-key-0123456789",
+              "admin_api_key": "scope-admin-key-0123456789",
+              "user_token_secret": "scope-token-secret-0123456789-abcdefghijklmn"}
+ids = st.sampled_from(["ann", "bob", "ANN", "ann ", "a"]) | st.from_regex(r"[A-Za-z0-9_.:@+\-]{1,12}", fullmatch=True)
+
+
+def fuzz_token_scope(rig: Rig, examples: int) -> dict[str, object]:
+    """The API again with every key and user tokens on; ann's token against every route of
+    /openapi.json with generated ids and bodies. A leak is an answer past authorization (2xx,
+    or 404 for data that is not there) to anything but ann's own data."""
+    rig.stack.children.stop_one("api")
+    rig.stack.extra_env = SCOPE_KEYS
+    api = start_api(rig)
+    spec = httpx.get(api + "/openapi.json").json()
+    routes = sorted((m.upper(), path, op) for path, ops in spec["paths"].items() for m, op in ops.items()
+                    if (m.upper(), path) not in OPEN_ROUTES)
+    token = {"Authorization": "Bearer " + mint_user_token(SecretStr(SCOPE_KEYS["user_token_secret"]), "ann", 3600)}
+    tally = {"cases": 0, "5xx": 0, "leaks": 0}
+    leaks: list[str] = []
+    with httpx.Client(timeout=30.0) as client:
+
+        @settings(max_examples=examples, database=None, deadline=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(st.sampled_from(routes), ids, st.lists(ids, min_size=1, max_size=4), json_values)
+        def request(route: tuple, user: str, group: list[str], body: object) -> None:
+            method, path, op = route
+            values = {"user_id": user, "item_id": user, "domain": user, "bid_id": user, "name": user,
+                      "version": user}
+            params = {q["name"]: (",".join(group) if q["name"] == "user_ids" else user)
+                      for q in op.get("parameters", []) if q["in"] == "query"}
+            resp = client.request(method, api + path.format(**values), params=params, headers=token,
+                                  content=orjson.dumps(body) if "requestBody" in op else None)
+            tally["cases"] += 1
+            tally["5xx"] += resp.status_code >= 500
+            own = (method, path) in OWN_ROUTES and (
+                "ann" in group if path.endswith("/group") else user == "ann")
+            if not own and (resp.status_code < 400 or resp.status_code == 404):
+                tally["leaks"] += 1
+                leaks.append(f"{method} {path} {user!r} {group!r}: {resp.status_code}")
+
+        request()
+    (rig.dir / "logs" / "scope.log").write_text("\n".join(leaks))
+    return {"scope_cases": tally["cases"], "scope_5xx": tally["5xx"], "scope_leaks": tally["leaks"],
+            "scope_routes": len(routes)}
+
+
 def run(scale: str) -> TrialResult:
     p = SCALES[scale]
     result = TrialResult("poison", scale)
@@ -252,6 +307,7 @@ def run(scale: str) -> TrialResult:
         result.figures.update(fuzz_post_events(api, p["post_examples"]))
         result.figures.update(fuzz_openapi(rig, api, p["schemathesis_examples"]))
         result.figures["api_alive"] = httpx.get(api + "/healthz").status_code == 200
+        result.figures.update(fuzz_token_scope(rig, p["scope_examples"]))
         result.bounds.update(
             abuse_codes_wrong=("==", 0), abuse_slowest_s=("<=", SLOW_S), api_rss_growth_mb=("<=", RSS_MB),
             unknown_types_rss_growth_mb=("<=", RSS_MB), metric_series_from_input=("==", 0),
@@ -259,6 +315,7 @@ def run(scale: str) -> TrialResult:
             decoder_crashes=("==", 0), decoder_errors_without_reason=("==", 0),
             dead_letters=("==", result.figures["bad_records"]), dead_letters_without_reason=("==", 0),
             valid_applied=("==", result.figures["valid_sent"]), worker_exits=("==", 0), api_alive=("==", True),
+            scope_5xx=("==", 0), scope_leaks=("==", 0),
         )
         return result
     finally:

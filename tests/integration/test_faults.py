@@ -61,6 +61,7 @@ def test_poison_and_abuse() -> None:
     assert (f["post_5xx"], f["openapi_failures"], f["decoder_crashes"]) == (0, 0, 0), result.line()
     assert f["dead_letters"] == f["bad_records"] and f["valid_applied"] == f["valid_sent"], result.line()
     assert f["metric_series_from_input"] == 0
+    assert f["scope_cases"] == 200 and (f["scope_5xx"], f["scope_leaks"]) == (0, 0), result.line()
     assert result.ok, result.line()
 
 

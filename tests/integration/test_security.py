@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from api.deps import mint_user_token
-from tests.conftest import Stack
+from tests.conftest import Stack, until
 
 READ_KEY, SECRET = "reader-key-0123456789", "user-token-secret-0123456789-abcdefghij"
 
@@ -47,7 +47,9 @@ def test_a_users_data_needs_that_users_token_or_the_read_key(guarded: Stack, pat
     expected = 200 if path.startswith("/api/recommendations") else 404
     for headers in (bearer("ann"), {"X-API-Key": READ_KEY}):
         assert httpx.get(api + path, headers=headers).status_code == expected
-    assert httpx.get(api + "/api/items/nope", headers=bearer("bob")).status_code == 404  # catalogue: any token
+    # A token opens its user's data and nothing else: the catalogue needs the read key.
+    refused = httpx.get(api + "/api/items/nope", headers=bearer("bob"))
+    assert (refused.status_code, refused.json()) == (401, {"detail": "missing X-API-Key header (read key required)"})
 
 
 def test_no_secret_reaches_logs_or_error_bodies(guarded: Stack) -> None:
@@ -162,3 +164,88 @@ def test_a_browser_app_on_an_allowed_origin_may_send_a_user_token(stack: Stack) 
     assert "authorization" in resp.headers["access-control-allow-headers"].lower()
     resp = httpx.options(api + "/api/recommendations/ann", headers={"Origin": "https://evil.example", **ask})
     assert resp.status_code == 400
+
+
+# What ann's token may open, per route of the OpenAPI document: her own data. Every other
+# route (including any added later and not listed here) must refuse her token with a 401.
+PATH_VALUES = {"user_id": "ann", "item_id": "i1", "domain": "d.org", "bid_id": "b1", "name": "recommender",
+               "version": "v1"}
+QUERY_VALUES = {"user_id": "ann", "user_ids": "ann,bob"}
+OWN = {("GET", "/api/recommendations"), ("GET", "/api/users/{user_id}/profile"),
+       ("GET", "/api/users/{user_id}/counts"), ("GET", "/api/recommendations/group"),
+       ("DELETE", "/api/users/{user_id}")}
+OPEN = {("GET", "/healthz"), ("GET", "/readyz")}
+
+
+def _request(api: str, method: str, path: str, operation: dict, values: dict[str, str], headers: dict) -> httpx.Response:
+    url = api + path.format(**{k: values.get(k, v) for k, v in PATH_VALUES.items()})
+    params = {p["name"]: values.get(p["name"], QUERY_VALUES.get(p["name"], "x"))
+              for p in operation.get("parameters", []) if p["in"] == "query" and p.get("required")}
+    body = {} if "requestBody" in operation else None
+    return httpx.request(method, url, params=params, json=body, headers=headers)
+
+
+@pytest.fixture
+def scoped(stack: Stack) -> Stack:
+    stack.extra_env = {"read_api_key": READ_KEY, "user_token_secret": SECRET, "producer_api_key": PRODUCER_KEY,
+                       "admin_api_key": ADMIN_KEY}
+    stack.start_worker()
+    stack.start_api()
+    return stack
+
+
+def test_a_user_token_opens_only_that_users_resources_on_every_route(scoped: Stack) -> None:
+    api = scoped.api_url
+    spec = httpx.get(api + "/openapi.json").json()
+    routes = [(method.upper(), path, op) for path, ops in spec["paths"].items() for method, op in ops.items()]
+    assert OWN | OPEN <= {(m, p) for m, p, _ in routes}  # the lists above name real routes
+    checked = 0
+    for method, path, operation in routes:
+        if (method, path) in OPEN:
+            continue
+        mine = _request(api, method, path, operation, {}, bearer("ann"))
+        theirs = _request(api, method, path, operation, {"user_id": "carol", "user_ids": "bob,carol"}, bearer("ann"))
+        if (method, path) in OWN:
+            # Past authorization (a user Eddy never saw: 404 for profile and counts).
+            assert mine.status_code in (200, 202, 404), (method, path, mine.status_code, mine.text)
+            assert (theirs.status_code, theirs.json()) == (403, {"detail": "the bearer token belongs to another user"}), (
+                method, path)
+        else:
+            assert mine.status_code == 401, (method, path, mine.status_code, mine.text)
+            assert theirs.status_code == 401, (method, path, theirs.status_code)
+        checked += 1
+    assert checked == len(routes) - len(OPEN)
+
+
+def test_a_member_token_sees_the_group_list_without_the_other_members_histories(scoped: Stack) -> None:
+    api, producer = scoped.api_url, {"X-API-Key": PRODUCER_KEY}
+    events = [{"type": "item", "event_id": f"gi{j}", "item_id": f"g{j}", "title": f"film {j}", "category": "film"}
+              for j in range(6)]
+    events += [{"type": "interaction", "event_id": f"g{who}{j}", "user_id": who, "item_id": f"g{j}", "action": "like"}
+               for who, js in (("x1", (0, 1)), ("x2", (0, 1)), ("bob", (0,))) for j in js]
+    assert httpx.post(api + "/api/events", json=events, headers=producer).status_code == 202
+
+    def group_by_key() -> dict | None:
+        doc = httpx.get(api + "/api/recommendations/group?user_ids=ann,bob", headers={"X-API-Key": READ_KEY}).json()
+        return doc if any(i["reason"].startswith("for bob: ") for i in doc["items"]) else None  # bob's list is in
+
+    by_key = until(group_by_key)
+    assert by_key["cold_start_members"] == ["ann"]
+    by_ann = httpx.get(api + "/api/recommendations/group?user_ids=ann,bob", headers=bearer("ann")).json()
+    assert "cold_start_members" not in by_ann
+    assert [i["item_id"] for i in by_ann["items"]] == [i["item_id"] for i in by_key["items"]]
+    # Bob's reasons (his history, his tastes) become "for bob"; the rest is unchanged.
+    assert [i["reason"] for i in by_ann["items"]] == [
+        "for bob" if i["reason"].startswith("for bob: ") else i["reason"] for i in by_key["items"]]
+    assert "for bob" in [i["reason"] for i in by_ann["items"]]
+
+
+def test_a_user_forgets_themselves_with_their_own_token(scoped: Stack) -> None:
+    api = scoped.api_url
+    event = {"type": "interaction", "event_id": "fg1", "user_id": "ann", "item_id": "i1", "action": "click"}
+    assert httpx.post(api + "/api/events", json=event, headers={"X-API-Key": PRODUCER_KEY}).status_code == 202
+    until(lambda: httpx.get(api + "/api/users/ann/counts", headers=bearer("ann")).status_code == 200)
+    assert httpx.delete(api + "/api/users/ann", headers=bearer("bob")).status_code == 403
+    assert httpx.delete(api + "/api/users/ann").status_code == 401
+    assert httpx.delete(api + "/api/users/ann", headers=bearer("ann")).status_code == 202
+    until(lambda: httpx.get(api + "/api/users/ann/counts", headers=bearer("ann")).status_code == 404)
