@@ -511,6 +511,13 @@ class HybridRecommender(Recommender):
         user = self._users.get(user_id)
         return set(user.consumed) if user else set()
 
+    def recent_consumed(self, user_id: str, n: int) -> list[str]:
+        """The last ``n`` items the user acted on, newest first."""
+        user = self._users.get(user_id)
+        if user is None:
+            return []
+        return [item_id for item_id, _ in zip(reversed(user.consumed), range(n))]
+
     @property
     def n_users(self) -> int:
         return len(self._users)

@@ -81,6 +81,9 @@ DISPLAY_FIELDS = ("title", "url", "category", "source", "domain", "tags", "deadl
 MODEL = "recommender"
 SERVING_POLL_S = 1.0
 COLD_START_EVERY_S = 1.0
+
+#: The user's latest items acted on, kept in their list's document for group lists.
+ACTED_KEPT = 50
 REFLECTS = 20  # event ids a list names as the user's latest events it was computed after
 CHAMPION = "v1"
 SLOTS = MAX_ENVELOPE_EVENTS  # positions per record of the log
@@ -488,6 +491,8 @@ class RecommenderService:
             "computed_at": time.time(),
             "event_time": self.clock,
             "reflects": list(reflects),
+            # Not served: what a group list leaves out for this member (the API's group route).
+            "acted": self.model.recent_consumed(user_id, ACTED_KEPT),
         }
 
     def finish(self, effects: Effects, fresh: Sequence[Any], keys: Keys) -> None:
@@ -549,8 +554,11 @@ class RecommenderService:
             self.new_items = False
             self.refresh_queue = deque(reversed(self.active))  # a newer change restarts the round
         out = []
+        pending = self.cold_dirty
         if (cold := self.cold_start_doc()) is not None:  # a catalogue change with no batch since
             out.append(("SET", keys.popular_list, cold))
+        if pending and not self.cold_dirty:  # computed (changed or not): the registry says so
+            out.append(("HSET", keys.registry, f"{MODEL}:{self.member}", orjson.dumps(self.registry())))
         deadline = time.perf_counter() + budget_s
         while self.refresh_queue and time.perf_counter() < deadline:
             user_id = self.refresh_queue.popleft()
@@ -600,6 +608,9 @@ class RecommenderService:
                                        for p, pos in sorted(self.versions[self.serving].counted.items())}},
             "snapshot": self.last_snapshot,
             "health": self.health.summary(),
+            # Fresh events learned since the cold-start list was last computed (it is, at
+            # most once a second, by the batch or the refresh timer).
+            "cold_start_pending": self.cold_dirty,
             "event_time": self.clock,
             "updated_at": time.time(),
         }

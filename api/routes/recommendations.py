@@ -201,7 +201,8 @@ async def get_group_recommendations(
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> ORJSONResponse:
     """One list a whole group would enjoy: each member's scores averaged, the least
-    happy member weighing in (an item missing from a member's list counts as 0).
+    happy member weighing in (an item missing from a member's list counts as 0), leaving out
+    what any member acted on lately (their last 50 items).
 
     Open to the read key, and to the token of any member. A member's token sees why an item
     is there for them only: for another member it is "for bob", not bob's history or tastes,
@@ -216,6 +217,7 @@ async def get_group_recommendations(
     per_member: list[dict[str, float]] = []
     shown: dict[str, dict[str, Any]] = {}
     reasons: list[dict[str, str]] = []
+    acted = {item_id for data in lists for item_id in data.get("acted", ())}  # by any member
     for data in lists:
         top = max((e["score"] for e in data["items"]), default=0.0) or 1.0
         per_member.append({e["item_id"]: e["score"] / top for e in data["items"]})
@@ -223,7 +225,7 @@ async def get_group_recommendations(
         for e in data["items"]:
             shown.setdefault(e["item_id"], e.get("item", {}))
     scored = []
-    for item_id in shown:
+    for item_id in shown.keys() - acted:
         values = [m.get(item_id, 0.0) for m in per_member]
         scored.append((0.7 * sum(values) / len(values) + 0.3 * min(values), item_id))
     scored.sort(reverse=True)

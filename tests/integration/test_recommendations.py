@@ -133,6 +133,15 @@ def test_group_recommendations(api: str) -> None:
     own = {e["item_id"]: e["reason"] for e in recs(api, "cy", k=50)["items"]}
     assert all(e["reason"] in {f"for cy: {own[e['item_id']]}", f"for di: {own[e['item_id']]}"}
                for e in group["items"]), group["items"]
+    # What any member acted on is left out: ed, with cy's history, has also seen the first pick.
+    top = chosen[0]
+    post(api, [{"type": "interaction", "user_id": "ed", "item_id": i, "action": "like", "ts": T0 + 100 + n}
+               for n, i in enumerate(["film-2", "film-5", "film-8", top])])
+    until(lambda: not recs(api, "ed")["cold_start"] and top not in {e["item_id"] for e in recs(api, "ed", k=50)["items"]})
+    with_ed = httpx.get(api + "/api/recommendations/group", params={"user_ids": "cy,ed", "k": 3}).json()
+    assert len(with_ed["items"]) == 3 and top not in {e["item_id"] for e in with_ed["items"]}
+    assert httpx.get(api + "/api/recommendations/group", params={"user_ids": "cy,di", "k": 3}).json()["items"][0][
+        "item_id"] == top  # still the pick of those who have not seen it
     with_newcomer = httpx.get(api + "/api/recommendations/group", params={"user_ids": "cy,di,newcomer", "k": 3}).json()
     assert with_newcomer["cold_start_members"] == ["newcomer"]
     assert [e["position"] for e in with_newcomer["items"]] == [0, 1, 2]

@@ -11,7 +11,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from tests.conftest import Stack, wait_caught_up
+from tests.conftest import Stack, until, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -130,6 +130,16 @@ def state(stack: Stack) -> dict:
     return dump
 
 
+def cold_start_computed(stack: Stack) -> None:
+    """Wait until every recommender worker has computed the cold-start list since the last
+    events it learned (the list itself is rewritten only when its items change)."""
+    def done() -> bool:
+        entries = [orjson.loads(v) for k, v in stack.redis.hgetall(stack.keys.registry).items()
+                   if k.startswith(b"recommender:")]
+        return bool(entries) and not any(e["cold_start_pending"] for e in entries)
+    until(done)
+
+
 def apply_once(stack: Stack, events: list[tuple[str, dict]]) -> dict:
     """Run a worker over the events until they are all applied; the resulting state."""
     stack.start_worker()
@@ -137,7 +147,7 @@ def apply_once(stack: Stack, events: list[tuple[str, dict]]) -> dict:
     for topic in TOPICS:
         stack.wait_applied(topic, sum(t == topic for t, _ in events))
     wait_caught_up(stack, TOPICS)
-    time.sleep(1.5)  # one popular-list refresh after the last event
+    cold_start_computed(stack)
     once = state(stack)
     assert len(once) > 100
     return once
@@ -149,7 +159,7 @@ def test_same_events_delivered_twice_leave_redis_as_once(stack: Stack) -> None:
 
     produce_mixed(stack, events)  # a producer retry: same event_ids, new offsets
     wait_caught_up(stack, TOPICS)
-    time.sleep(1.5)
+    cold_start_computed(stack)
     assert state(stack) == once
 
 
@@ -161,7 +171,7 @@ def test_replay_of_the_whole_log_by_a_new_group_changes_nothing(stack: Stack) ->
     stack.settings = stack.settings.model_copy(update={"consumer_group": stack.settings.consumer_group + "-again"})
     stack.start_worker("worker-again")
     wait_caught_up(stack, TOPICS)
-    time.sleep(1.5)
+    cold_start_computed(stack)
     assert state(stack) == once
 
 
