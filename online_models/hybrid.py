@@ -54,6 +54,7 @@ from river.feature_extraction import BagOfWords
 from online_models.base import ItemInfo, Recommender, Scored, is_consumption
 from online_models.item_state import DecayedCounts, SparseRows
 from online_models.item_table import ItemTable, resized
+from online_models.kernels import EMPTY, featurise
 from online_models.ranker import BlendRanker, user_segment
 
 STOP_WORDS = frozenset(
@@ -95,6 +96,9 @@ TOPS_EVERY = 64
 
 _COLLAB, _SEQ, _MATCH, _FRESH_CONTENT, _CONTENT, _DECLARED = range(6)
 _POP, _TREND0, _FRESH, _BIAS = (FEATURES.index(f) for f in ("pop", TRENDS[0], "fresh", "bias"))
+# online_models/kernels.py writes the features at these places.
+assert (_COLLAB, _SEQ, _MATCH, _FRESH_CONTENT, _CONTENT, _DECLARED, _POP, _TREND0, _FRESH, _BIAS, MATCH_TREND) == (
+    0, 1, 2, 3, 4, 5, 6, 7, 7 + len(TRENDS), 8 + len(TRENDS), 1)
 _CONTENT_FAMILY = frozenset({"match", "fresh_content", "content", "declared"})
 _LABELS = {"cat": "category", "tag": "tag", "src": "source", "w": "topic"}
 
@@ -624,46 +628,29 @@ class HybridRecommender(Recommender):
         scores = self.ranker.scores(X, ctx.segment, item_new) if len(keys) else np.empty(0)
         return (user_id, now, self._clock), ctx, keys, rows, X, item_new, scores, scale
 
-    def _featurise(self, ctx: _Context, keys: np.ndarray, rows: np.ndarray, now: float, scale: tuple | None = None,
-                   ) -> tuple[np.ndarray, np.ndarray, tuple]:
+    def _featurise(self, ctx: _Context, keys: np.ndarray, rows: np.ndarray, now: float,
+                   scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The feature rows of ``keys``, and the pool maxima that scale the collaborative,
         sequence, match, count and trend features to [0, 1] (taken from ``scale`` when
         featurising an item beside a pool already scaled). Relative to the pool, a count's
         weight means the same in a world of ten users as in one of a million."""
-        table = self._table
         m = len(keys)
         if not m:
-            return np.zeros((0, len(FEATURES))), np.zeros(0, dtype=bool), ()
-        zeros = np.zeros(m)
-        count = self._count[keys]
-        norm = 1.0 / np.sqrt(np.maximum(count, 1.0))
-        collab = ctx.collab[keys] * norm if ctx.collab is not None else zeros
-        seq = ctx.seq[keys] * norm if ctx.seq is not None else zeros
-        content = table.content(rows, ctx.taste) if ctx.taste is not None else zeros
-        declared = table.content(rows, ctx.declared) if ctx.declared is not None else zeros
-        liked = np.maximum(content, 0.0)
-        fresh = np.exp2(-np.maximum(0.0, now - table.born[rows]) / self.fresh_half_life_s)
-        trend = np.log1p(self._trend.at(keys, now))
-        pop = np.log1p(count)
-        if scale is None:
-            scale = (collab.max(), seq.max(), pop.max(), trend.max(axis=0))
-        top_collab, top_seq, top_pop, top_trend = scale
-        item_new = count == 0
-        # In FEATURES order. The trends are averaged rather than summed: the counts are alike,
-        # and each of them taking a full step towards the same gradient would move the family
-        # len(TRENDS) times as far.
-        trend = trend / np.where(top_trend > 0, top_trend, 1.0)
+            return np.zeros((0, len(FEATURES))), np.zeros(0, dtype=bool), np.full(3 + len(TRENDS), np.nan)
+        table, trend = self._table, self._trend
+        trend.reserve(int(keys.max()))
         X = np.empty((m, len(FEATURES)))
-        X[:, _COLLAB] = collab / top_collab if top_collab > 0 else 0.0
-        X[:, _SEQ] = seq / top_seq if top_seq > 0 else 0.0
-        X[:, _MATCH] = liked * trend[:, MATCH_TREND]
-        X[:, _FRESH_CONTENT] = liked * fresh
-        X[:, _CONTENT] = content
-        X[:, _DECLARED] = declared
-        X[:, _POP] = pop / top_pop if top_pop > 0 else 0.0
-        X[:, _TREND0:_FRESH] = trend / len(TRENDS)
-        X[:, _FRESH] = fresh
-        X[:, _BIAS] = 1.0
+        item_new = np.empty(m, dtype=bool)
+        # The pool's maxima scale the collaborative, sequence, count and trend features to
+        # [0, 1] (NaN: take them from this pool); the trends are averaged rather than summed:
+        # the counts are alike, and each of them taking a full step towards the same gradient
+        # would move the family len(TRENDS) times as far.
+        scale = np.full(3 + len(TRENDS), np.nan) if scale is None else scale
+        featurise(keys, rows, self._count, EMPTY if ctx.collab is None else ctx.collab,
+                  EMPTY if ctx.seq is None else ctx.seq, table.indptr, table.indices, table.data,
+                  EMPTY if ctx.taste is None else ctx.taste, EMPTY if ctx.declared is None else ctx.declared,
+                  table.born, np.log1p(trend.raw[keys] * trend.factor(now)), float(now),
+                  float(self.fresh_half_life_s), scale, X, item_new)
         return X, item_new, scale
 
     def _best(self, kept: tuple, k: int) -> np.ndarray:

@@ -121,15 +121,19 @@ class SparseRows:
 
     def gather(self, rows: Sequence[int], weights: Sequence[float], n: int) -> np.ndarray:
         """Dense vector of length ``n``: the rows summed, each times its weight."""
-        cols, vals = [], []
+        cols, vals, lens, ws = [], [], [], []
+        size = self.size
         for r, w in zip(rows, weights):
-            c, v = self.row(r)
-            if len(c):
-                cols.append(c)
-                vals.append(v * w)
+            m = size[r] if r < len(size) else 0
+            if m:
+                cols.append(self.cols[r][:m])
+                vals.append(self.vals[r][:m])
+                lens.append(m)
+                ws.append(w)
         if not cols:
             return np.zeros(n)
-        return np.bincount(np.concatenate(cols), weights=np.concatenate(vals), minlength=n)[:n]
+        scaled = np.concatenate(vals) * np.repeat(ws, lens)  # each row times its weight, in one pass
+        return np.bincount(np.concatenate(cols), weights=scaled, minlength=n)[:n]
 
 
 class DecayedCounts:
@@ -166,6 +170,11 @@ class DecayedCounts:
             self.ref = np.where(exponent > 0, self._clock(ts), self.ref)
             exponent = (self._clock(ts) - self.ref) / self.half_lives
         self.raw[key] += w * np.exp2(exponent)
+
+    def reserve(self, key: int) -> None:
+        """Room for counts up to ``key``."""
+        if key >= len(self.raw):
+            self._grow(key)
 
     def _grow(self, key: int) -> None:
         grown = np.zeros((max(2 * len(self.raw), key + 1), self.width))

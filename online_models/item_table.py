@@ -159,11 +159,10 @@ class ItemTable:
         """A feature-weight mapping as a dense vector over the columns (unknown features,
         which no item holds, are dropped)."""
         vec = np.zeros(len(self.col))
-        col = self.col
-        for f, w in weights.items():
-            c = col.get(f)
-            if c:
-                vec[c] = w
+        get = self.col.get
+        cols = [get(f, 0) for f in weights]
+        vec[cols] = list(weights.values())
+        vec[0] = 0.0  # column 0 stands for "no feature" (an item without any) and weighs nothing
         return vec
 
     def _entries(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
