@@ -80,3 +80,12 @@ def featurise(
                 out[j, 2] = liked * trend
             out[j, 7 + t] = trend / width
         out[j, 3] = liked * out[j, fresh_col]
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) now, so that a worker's first ranking after it
+    starts does not wait for it, and its memory is taken at start rather than mid-stream."""
+    one = np.zeros(1, dtype=np.int64)  # the argument types of hybrid.py's call; any sizes do
+    featurise(one, one, np.zeros(1), EMPTY, EMPTY, np.array([0, 1], dtype=np.int64), one, np.zeros(1), np.zeros(1),
+              EMPTY, np.zeros(1), np.zeros((1, 7)), 0.0, 1.0, np.full(10, np.nan), np.empty((1, 16)),
+              np.empty(1, dtype=bool))

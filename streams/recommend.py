@@ -58,6 +58,7 @@ from online_models.drift import RARE_HITS, Finding, reaction_for
 from online_models.evaluation import Score
 from online_models.feed import learn_event
 from online_models.hybrid import INT_PARAMS, HybridRecommender
+from online_models.kernels import warm_up
 from online_models.lifecycle import Decision, Policy, Window, decide
 from online_models.popularity import Popularity
 from schemas.envelope import MAX_ENVELOPE_EVENTS, partition_of
@@ -171,6 +172,7 @@ class RecommenderService:
     """One worker's recommender, its catalogue copy and its live quality counters."""
 
     def __init__(self, settings: Settings) -> None:
+        warm_up()  # the compiled featurisation, before the first event waits for it
         self.settings = settings
         self.policy = Policy(margin=settings.promotion_margin, window=settings.promotion_window,
                              drop=settings.rollback_drop, auto=settings.auto_promote)
