@@ -85,7 +85,7 @@ def replay_in_parallel(events: list, models: dict, k: int, progress) -> dict:  #
     try:
         for proc, _, receive in jobs:
             while not receive.poll(0.2):
-                if not proc.is_alive():
+                if not proc.is_alive() and not receive.poll(0):  # exited without sending its report
                     raise RuntimeError(f"a replay process died (exit code {proc.exitcode})")
                 slowest = min(done.value for _, done, _ in jobs)
                 if slowest > shown:

@@ -637,8 +637,7 @@ class HybridRecommender(Recommender):
         m = len(keys)
         if not m:
             return np.zeros((0, len(FEATURES))), np.zeros(0, dtype=bool), np.full(3 + len(TRENDS), np.nan)
-        table, trend = self._table, self._trend
-        trend.reserve(int(keys.max()))
+        table = self._table
         X = np.empty((m, len(FEATURES)))
         item_new = np.empty(m, dtype=bool)
         # The pool's maxima scale the collaborative, sequence, count and trend features to
@@ -649,7 +648,7 @@ class HybridRecommender(Recommender):
         featurise(keys, rows, self._count, EMPTY if ctx.collab is None else ctx.collab,
                   EMPTY if ctx.seq is None else ctx.seq, table.indptr, table.indices, table.data,
                   EMPTY if ctx.taste is None else ctx.taste, EMPTY if ctx.declared is None else ctx.declared,
-                  table.born, np.log1p(trend.raw[keys] * trend.factor(now)), float(now),
+                  table.born, np.log1p(self._trend.at(keys, now)), float(now),
                   float(self.fresh_half_life_s), scale, X, item_new)
         return X, item_new, scale
 

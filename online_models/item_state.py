@@ -171,11 +171,6 @@ class DecayedCounts:
             exponent = (self._clock(ts) - self.ref) / self.half_lives
         self.raw[key] += w * np.exp2(exponent)
 
-    def reserve(self, key: int) -> None:
-        """Room for counts up to ``key``."""
-        if key >= len(self.raw):
-            self._grow(key)
-
     def _grow(self, key: int) -> None:
         grown = np.zeros((max(2 * len(self.raw), key + 1), self.width))
         grown[: len(self.raw)] = self.raw

@@ -1,5 +1,5 @@
-"""The catalogue as arrays, so that ranking scores thousands of candidates in a few
-vectorised steps instead of a Python loop per item.
+"""The catalogue as arrays, so that ranking scores thousands of candidates in one compiled
+pass (online_models/kernels.py) instead of a Python loop per item.
 
 One row per version of an item's features: an update that changes them appends a new row
 and retires the old one, so rows stay append-only (the feature matrix is a growing CSR);
@@ -16,8 +16,8 @@ co-engagement) is kept by the recommender under the item's stable key, not by ro
 1
 >>> table.born[1], table.deadline[1], bool(table.live[0])
 (np.float64(0.0), np.float64(9.0), False)
->>> table.content(np.array([1]), table.dense({"cat:y": 0.5})).tolist()
-[0.5]
+>>> table.best_features(np.array([1]), table.dense({"cat:y": 0.5}))
+['cat:y']
 """
 
 from __future__ import annotations
@@ -172,11 +172,6 @@ class ItemTable:
         lens = self.indptr[rows + 1] - starts
         offsets = np.cumsum(lens) - lens
         return np.arange(int(lens.sum())) + np.repeat(starts - offsets, lens), offsets, lens
-
-    def content(self, rows: np.ndarray, taste: np.ndarray) -> np.ndarray:
-        """Dot product of each row's features with a dense taste vector."""
-        entries, offsets, _ = self._entries(rows)
-        return np.add.reduceat(self.data[entries] * taste[self.indices[entries]], offsets)
 
     def best_features(self, rows: np.ndarray, taste: np.ndarray) -> list[str]:
         """Per row, the feature adding most to its dot product with ``taste`` (the first of
