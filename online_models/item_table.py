@@ -16,8 +16,8 @@ co-engagement) is kept by the recommender under the item's stable key, not by ro
 1
 >>> table.born[1], table.deadline[1], bool(table.live[0])
 (np.float64(0.0), np.float64(9.0), False)
->>> table.best_features(np.array([1]), table.dense({"cat:y": 0.5}))
-['cat:y']
+>>> table.content(np.array([1]), table.dense({"cat:y": 0.5})).tolist()
+[0.5]
 """
 
 from __future__ import annotations
@@ -172,6 +172,13 @@ class ItemTable:
         lens = self.indptr[rows + 1] - starts
         offsets = np.cumsum(lens) - lens
         return np.arange(int(lens.sum())) + np.repeat(starts - offsets, lens), offsets, lens
+
+    def content(self, rows: np.ndarray, taste: np.ndarray) -> np.ndarray:
+        """Dot product of each row's features with a dense taste vector (what
+        online_models/kernels.py computes per candidate while ranking; here for one-off reads
+        and as the reference the table is tested against)."""
+        entries, offsets, _ = self._entries(rows)
+        return np.add.reduceat(self.data[entries] * taste[self.indices[entries]], offsets)
 
     def best_features(self, rows: np.ndarray, taste: np.ndarray) -> list[str]:
         """Per row, the feature adding most to its dot product with ``taste`` (the first of
