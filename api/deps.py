@@ -108,7 +108,7 @@ async def require_user_access(
     (``EDDY_USER_TOKEN_SECRET``), that user's token; anyone else gets 401/403."""
     # One dependency rather than three (limit, read key, user): FastAPI's dependency
     # resolution, not the checks, is the largest cost of a cheap read.
-    check_user_access(request, user_id, key, token)
+    caller(request, key, token, users={user_id})
 
 
 def credentials(request: Request) -> tuple[str | None, HTTPAuthorizationCredentials | None]:
@@ -120,18 +120,11 @@ def credentials(request: Request) -> tuple[str | None, HTTPAuthorizationCredenti
     return headers.get("x-api-key") or None, token
 
 
-def check_user_access(
-    request: Request, user_id: str, key: str | None, token: HTTPAuthorizationCredentials | None
-) -> None:
-    """What :func:`require_user_access` checks, callable from a route's body."""
-    caller(request, key, token, users={user_id})
-
-
 def caller(
     request: Request, key: str | None, token: HTTPAuthorizationCredentials | None, *, users: set[str],
     needs: str = "read",
 ) -> str | None:
-    """Who may act on the data of ``users``: a holder of the ``needs`` key ("read" or
+    """Who may act on the data of ``users`` (callable from a route's body too): a holder of the ``needs`` key ("read" or
     "producer"), or, with user tokens on, the bearer of one of those users' tokens. Returns
     the token's user (None for a key holder, or where that key is not set: reads without
     user tokens, and producing, are then open); 401 or 403 otherwise."""

@@ -54,13 +54,10 @@ def model_groups(models: dict) -> list[list[str]]:
 
 
 def _replay(events: list, models: dict, k: int, done, out) -> None:  # noqa: ANN001 (a shared counter, a pipe)
-    runner = Prequential(models, k=k)
-    for n, event in enumerate(events, 1):
-        runner.step(event)
-        if n % 1_000 == 0:
-            done.value = n
-    done.value = len(events)
-    out.send(runner.report())
+    def advance(n: int) -> None:
+        done.value += n
+
+    out.send(Prequential(models, k=k).run(events, progress=advance))
     out.close()
 
 

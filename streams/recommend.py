@@ -83,9 +83,8 @@ MODEL = "recommender"
 SERVING_POLL_S = 1.0
 COLD_START_EVERY_S = 1.0
 
-#: The user's latest items acted on, kept in their list's document for group lists.
-ACTED_KEPT = 50
 REFLECTS = 20  # event ids a list names as the user's latest events it was computed after
+ACTED_KEPT = 50  # items a user acted on lately, kept in their list's document for group lists
 CHAMPION = "v1"
 SLOTS = MAX_ENVELOPE_EVENTS  # positions per record of the log
 STREAM_READ = 1000  # entries per read of the catalogue and item facts streams

@@ -216,6 +216,14 @@ class Stack:
             self._producer.close()
 
 
+#: The routes a user's token opens, for that user's own id (a group list: one that includes
+#: them); every other route but the health checks refuses a token (api/deps.py).
+TOKEN_ROUTES = {("GET", "/api/recommendations"), ("GET", "/api/users/{user_id}/profile"),
+                ("GET", "/api/users/{user_id}/counts"), ("GET", "/api/recommendations/group"),
+                ("DELETE", "/api/users/{user_id}")}
+OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
+
+
 def until(check: Callable[[], object], timeout_s: float = 30.0, every_s: float = 0.05) -> object:
     """Poll ``check`` until it returns something truthy; return it (fail after ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s

@@ -18,7 +18,6 @@ from api.deps import (
     ProducerDep,
     RedisDep,
     caller,
-    check_user_access,
     credentials,
     require_forget_access,
     require_read_key,
@@ -169,7 +168,7 @@ async def get_recommendations(request: Request) -> Response:
     query = _recs_query(request)
     state = request.app.state  # read directly: dependencies cost more than this request's work
     if not state.open_reads:
-        check_user_access(request, query.user_id, *credentials(request))
+        caller(request, *credentials(request), users={query.user_id})
     settings, redis, cache, keys = state.settings, state.redis, state.read_cache, state.keys
     excluded = set(split_ids(query.exclude, "exclude", 500)) if query.exclude else set()
     entry, stale = await cache.get(redis, keys.recs(query.user_id))

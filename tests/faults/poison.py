@@ -34,6 +34,7 @@ from api.deps import mint_user_token
 
 from schemas.envelope import ENVELOPE_FIELD, decode_record
 from schemas.events import EventDecodeError, validate_event
+from tests.conftest import OPEN_ROUTES, TOKEN_ROUTES
 from tests.faults.harness import (
     Rig,
     TrialResult,
@@ -240,11 +241,6 @@ def abuse_limits(api: str, pid: int, unknown_types: int) -> dict[str, object]:
             "unknown_types_rss_growth_mb": round(rss_growth_types, 1), "metric_series_from_input": series}
 
 
-#: What a user's token may open: these routes, for that user's own id (a group: one of its ids).
-OWN_ROUTES = {("GET", "/api/recommendations"), ("GET", "/api/users/{user_id}/profile"),
-              ("GET", "/api/users/{user_id}/counts"), ("GET", "/api/recommendations/group"),
-              ("DELETE", "/api/users/{user_id}")}
-OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
 SCOPE_KEYS = {"read_api_key": "scope-read-key-0123456789", "producer_api_key": "scope-producer-key-0123456789",
               "admin_api_key": "scope-admin-key-0123456789",
               "user_token_secret": "scope-token-secret-0123456789-abcdefghijklmn"}
@@ -279,7 +275,7 @@ def fuzz_token_scope(rig: Rig, examples: int) -> dict[str, object]:
                                   content=dumps(body) if "requestBody" in op else None)
             tally["cases"] += 1
             tally["5xx"] += resp.status_code >= 500
-            own = (method, path) in OWN_ROUTES and (
+            own = (method, path) in TOKEN_ROUTES and (
                 "ann" in group if path.endswith("/group") else user == "ann")
             if not own and (resp.status_code < 400 or resp.status_code == 404):
                 tally["leaks"] += 1

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from api.deps import mint_user_token
-from tests.conftest import Stack, until
+from tests.conftest import OPEN_ROUTES, TOKEN_ROUTES, Stack, until
 
 READ_KEY, SECRET = "reader-key-0123456789", "user-token-secret-0123456789-abcdefghij"
 
@@ -166,15 +166,11 @@ def test_a_browser_app_on_an_allowed_origin_may_send_a_user_token(stack: Stack) 
     assert resp.status_code == 400
 
 
-# What ann's token may open, per route of the OpenAPI document: her own data. Every other
+# What ann's token may open (tests/conftest.py: TOKEN_ROUTES), per route of the OpenAPI document: her own data. Every other
 # route (including any added later and not listed here) must refuse her token with a 401.
 PATH_VALUES = {"user_id": "ann", "item_id": "i1", "domain": "d.org", "bid_id": "b1", "name": "recommender",
                "version": "v1"}
 QUERY_VALUES = {"user_id": "ann", "user_ids": "ann,bob"}
-OWN = {("GET", "/api/recommendations"), ("GET", "/api/users/{user_id}/profile"),
-       ("GET", "/api/users/{user_id}/counts"), ("GET", "/api/recommendations/group"),
-       ("DELETE", "/api/users/{user_id}")}
-OPEN = {("GET", "/healthz"), ("GET", "/readyz")}
 
 
 def _request(api: str, method: str, path: str, operation: dict, values: dict[str, str], headers: dict) -> httpx.Response:
@@ -198,14 +194,14 @@ def test_a_user_token_opens_only_that_users_resources_on_every_route(scoped: Sta
     api = scoped.api_url
     spec = httpx.get(api + "/openapi.json").json()
     routes = [(method.upper(), path, op) for path, ops in spec["paths"].items() for method, op in ops.items()]
-    assert OWN | OPEN <= {(m, p) for m, p, _ in routes}  # the lists above name real routes
+    assert TOKEN_ROUTES | OPEN_ROUTES <= {(m, p) for m, p, _ in routes}  # the lists name real routes
     checked = 0
     for method, path, operation in routes:
-        if (method, path) in OPEN:
+        if (method, path) in OPEN_ROUTES:
             continue
         mine = _request(api, method, path, operation, {}, bearer("ann"))
         theirs = _request(api, method, path, operation, {"user_id": "carol", "user_ids": "bob,carol"}, bearer("ann"))
-        if (method, path) in OWN:
+        if (method, path) in TOKEN_ROUTES:
             # Past authorization (a user Eddy never saw: 404 for profile and counts).
             assert mine.status_code in (200, 202, 404), (method, path, mine.status_code, mine.text)
             assert (theirs.status_code, theirs.json()) == (403, {"detail": "the bearer token belongs to another user"}), (
@@ -214,7 +210,7 @@ def test_a_user_token_opens_only_that_users_resources_on_every_route(scoped: Sta
             assert mine.status_code == 401, (method, path, mine.status_code, mine.text)
             assert theirs.status_code == 401, (method, path, theirs.status_code)
         checked += 1
-    assert checked == len(routes) - len(OPEN)
+    assert checked == len(routes) - len(OPEN_ROUTES)
 
 
 def test_a_member_token_sees_the_group_list_without_the_other_members_histories(scoped: Stack) -> None:
